@@ -1,0 +1,122 @@
+"""Actor-critic trained in imagination (DreamerV3): bounded-normal actor over PADDED actions,
+symlog two-hot critic with a slow EMA target, lambda-returns, percentile return normalisation.
+
+Padded action dims are zeroed by the mask for every action the actor produces (imagination and
+acting), and excluded from entropy and log-probs.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+
+import torch
+from torch import nn
+
+from core.nets import mlp, zero_last
+from core.ops import ReturnNorm, TwoHot, lambda_returns
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """Let gradients flow THROUGH a module without accumulating into its parameters."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
+
+
+class Actor(nn.Module):
+    """feat (..., F) -> bounded normal over A padded dims; mean in [-1, 1], std in [min, max]."""
+
+    def __init__(self, inp: int, action_mask: torch.Tensor, layers: int, units: int,
+                 min_std: float = 0.1, max_std: float = 1.0):
+        super().__init__()
+        self.register_buffer("mask", action_mask.float())  # (A,)
+        self.net = mlp(inp, 2 * len(action_mask), layers, units)
+        self.min_std, self.max_std = min_std, max_std
+
+    def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, std = self.net(feat).float().chunk(2, -1)
+        std = (self.max_std - self.min_std) * torch.sigmoid(std + 2.0) + self.min_std
+        return torch.tanh(mean), std
+
+    def sample(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """Reparameterised sample clipped to [-1, 1] (straight-through), padded dims zero. (..., A)"""
+        a = mean + std * torch.randn_like(mean)
+        a = a + (a.clamp(-1, 1) - a).detach()
+        return a * self.mask
+
+    def mode(self, mean: torch.Tensor) -> torch.Tensor:
+        return mean * self.mask
+
+    def entropy(self, std: torch.Tensor) -> torch.Tensor:
+        """(..., A) -> (...) entropy over native dims only."""
+        return ((torch.log(std) + 0.5 * math.log(2 * math.pi * math.e)) * self.mask).sum(-1)
+
+    def log_prob(self, action: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        z = (action - mean) / std
+        return ((-0.5 * z ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)) * self.mask).sum(-1)
+
+
+class ActorCritic(nn.Module):
+    def __init__(self, feat_dim: int, action_mask: torch.Tensor, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.actor = Actor(feat_dim, action_mask, cfg.layers, cfg.units, cfg.min_std, cfg.max_std)
+        self.twohot = TwoHot(cfg.bins)
+        self.critic = zero_last(mlp(feat_dim, cfg.bins, cfg.layers, cfg.units))
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.retnorm = ReturnNorm(cfg.retnorm_decay)
+
+    def value(self, feat: torch.Tensor, slow: bool = False) -> torch.Tensor:
+        return self.twohot.decode((self.slow_critic if slow else self.critic)(feat))
+
+    def imagine(self, wm, start: dict, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Roll the actor through the prior from N start states.
+        Returns feats (H+1, N, F) and actions (H, N, A)."""
+        state, feats, actions = start, [wm.rssm.feat(start)], []
+        for _ in range(horizon):
+            mean, std = self.actor(feats[-1])
+            action = self.actor.sample(mean, std)
+            state = wm.rssm.img_step(state, action)
+            feats.append(wm.rssm.feat(state)), actions.append(action)
+        return torch.stack(feats), torch.stack(actions)
+
+    def loss(self, wm, start: dict) -> tuple[torch.Tensor, dict]:
+        """start: posterior states with (N, ...) leaves, detached. Returns actor+critic loss."""
+        c = self.cfg
+        with frozen(wm), frozen(self.critic), torch.set_grad_enabled(c.grad == "dynamics"):
+            feats, actions = self.imagine(wm, start, c.horizon)
+            reward = wm.predict_reward(feats[1:])                      # (H, N)
+            cont = wm.predict_cont(feats[1:])
+            cont = torch.ones_like(reward) if cont is None else cont  # (H, N)
+            value = self.value(feats, slow=c.slow_target)             # (H+1, N)
+        ret = lambda_returns(reward, c.discount * cont, value, c.lam)  # (H, N)
+        weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[:-1]]), 0).detach()  # (H, N)
+        scale = self.retnorm.update(ret)
+        adv = (ret - value[:-1].detach()) / scale
+        mean, std = self.actor(feats[:-1].detach())
+        entropy = self.actor.entropy(std)
+        if c.grad == "dynamics":
+            actor_obj = adv
+        else:
+            actor_obj = self.actor.log_prob(actions.detach(), mean, std) * adv.detach()
+        actor_loss = -(weight * (actor_obj + c.entropy * entropy)).mean()
+        logits = self.critic(feats[:-1].detach())
+        critic_loss = self.twohot.loss(logits, ret.detach())
+        critic_loss = critic_loss + c.slow_reg * self.twohot.loss(logits, self.value(feats[:-1].detach(), slow=True))
+        critic_loss = (weight * critic_loss).mean()
+        metrics = dict(actor_loss=actor_loss.detach(), critic_loss=critic_loss.detach(),
+                       entropy=entropy.mean().detach(), imag_return=ret.mean().detach(),
+                       imag_reward=reward.mean().detach(), return_scale=scale.detach())
+        return actor_loss + critic_loss, metrics
+
+    @torch.no_grad()
+    def update_slow(self):
+        for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
+            slow.lerp_(fast, self.cfg.slow_fraction)

@@ -1,0 +1,98 @@
+"""The DreamerV3 agent: world model + actor-critic, their optimisers, acting and one update.
+
+Extension seams used by other packages (student/, teacher/) without touching the loop:
+- ``loss_terms``: callables ``(agent, batch, post) -> {name: (B, T) loss}`` added to the world-model
+  loss with weight 1 (distillation, etc.).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.actor_critic import ActorCritic
+from core.optim import Optimizer
+from core.world_model import WorldModel, preprocess
+
+
+class Agent(nn.Module):
+    def __init__(self, obs_shapes: dict, action_mask: np.ndarray, cfg, device: torch.device):
+        super().__init__()
+        self.cfg, self.device = cfg, device
+        mask = torch.as_tensor(action_mask, dtype=torch.float32)
+        self.act_dim = len(mask)
+        self.wm = WorldModel(obs_shapes, self.act_dim, cfg.wm)
+        self.ac = ActorCritic(self.wm.rssm.feat_dim, mask, cfg.ac)
+        self.to(device)
+        self.wm_opt = Optimizer(self.wm.parameters(), cfg.wm_opt)
+        self.actor_opt = Optimizer(self.ac.actor.parameters(), cfg.actor_opt)
+        self.critic_opt = Optimizer(self.ac.critic.parameters(), cfg.critic_opt)
+        self.loss_terms: list = []
+        self.updates = 0
+
+    # ---- acting ------------------------------------------------------------------------------
+    def initial_state(self, n: int) -> dict:
+        state = self.wm.rssm.initial(n, self.device)
+        state["action"] = torch.zeros(n, self.act_dim, device=self.device)
+        return state
+
+    @torch.no_grad()
+    def policy(self, obs: dict, state: dict, explore: bool = True) -> tuple[np.ndarray, dict]:
+        """obs: {key: np (N, ...)} incl. is_first; state from initial_state / last call.
+        Returns padded actions np (N, A) and the new state."""
+        tensors = {k: torch.as_tensor(np.asarray(obs[k])).to(self.device) for k in self.wm.obs_shapes}
+        x = preprocess(tensors, self.wm.obs_shapes)
+        is_first = torch.as_tensor(np.asarray(obs["is_first"]), device=self.device)
+        with self.autocast():
+            embed = self.wm.encoder(x)
+            latent = self.wm.rssm.obs_step(state, state["action"], embed, is_first)
+            mean, std = self.ac.actor(self.wm.rssm.feat(latent))
+        action = self.ac.actor.sample(mean, std) if explore else self.ac.actor.mode(mean)
+        latent["action"] = action
+        return action.cpu().numpy(), latent
+
+    # ---- learning ----------------------------------------------------------------------------
+    def autocast(self):
+        if not self.cfg.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def train_step(self, batch: dict) -> dict:
+        """One world-model update then one actor-critic update in imagination. batch leaves (B, T, ...)."""
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        c = self.cfg
+        with self.autocast():
+            losses, post, metrics = self.wm.loss(batch)
+            for term in self.loss_terms:
+                losses.update(term(self, batch, post))
+            wm_loss = sum(c.loss_scales.get(k, 1.0) * v.mean() for k, v in losses.items())
+        metrics["wm_grad_norm"] = self.wm_opt.step(wm_loss)
+        start = {k: v.detach().flatten(0, 1) for k, v in post.items()}  # (B*T, ...) start states
+        with self.autocast():
+            ac_loss, ac_metrics = self.ac.loss(self.wm, start)
+        self.actor_opt.opt.zero_grad(set_to_none=True)
+        self.critic_opt.opt.zero_grad(set_to_none=True)
+        ac_loss.backward()
+        metrics["actor_grad_norm"] = self.actor_opt.apply()
+        metrics["critic_grad_norm"] = self.critic_opt.apply()
+        self.ac.update_slow()
+        self.updates += 1
+        metrics.update(ac_metrics)
+        metrics.update({f"loss_{k}": v.mean().detach() for k, v in losses.items()})
+        metrics["wm_loss"] = wm_loss.detach()
+        return {k: float(v) for k, v in metrics.items()}
+
+    # ---- persistence -------------------------------------------------------------------------
+    def full_state(self) -> dict:
+        return dict(model=self.state_dict(), wm_opt=self.wm_opt.state_dict(),
+                    actor_opt=self.actor_opt.state_dict(), critic_opt=self.critic_opt.state_dict(),
+                    updates=self.updates)
+
+    def load_full_state(self, state: dict):
+        self.load_state_dict(state["model"])
+        self.wm_opt.load_state_dict(state["wm_opt"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.updates = state["updates"]

@@ -1,0 +1,65 @@
+"""Metrics to every sink at once: JSONL (always), TensorBoard (always), wandb (offline by default),
+plus a live progress bar with steps/s, ETA and the latest return."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import time
+
+from tqdm import tqdm
+
+
+class Logger:
+    def __init__(self, run_dir, cfg, config_dict: dict, total: int, start: int, wandb_id: str | None):
+        self.dir = pathlib.Path(run_dir)
+        self.jsonl = open(self.dir / "metrics.jsonl", "a")
+        self.tb = None
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(self.dir / "tensorboard"))
+        self.wandb = None
+        self.wandb_id = wandb_id
+        if cfg.wandb != "disabled":
+            self._init_wandb(cfg, config_dict)
+        interactive = sys.stderr.isatty()
+        self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, smoothing=0.05,
+                        disable=not cfg.progress, mininterval=0.5 if interactive else 30)
+        self.last_return = None
+
+    def _init_wandb(self, cfg, config_dict):
+        if cfg.wandb not in ("offline", "online"):
+            raise ValueError(f"logger.wandb={cfg.wandb!r}: use offline, online or disabled")
+        import wandb
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self.wandb_id = self.wandb_id or wandb.util.generate_id()
+        self.wandb = wandb.init(project=cfg.project, entity=cfg.entity, mode=cfg.wandb, dir=str(self.dir),
+                                id=self.wandb_id, resume="allow", config=config_dict,
+                                name=self.dir.name, settings=wandb.Settings(console="off"))
+
+    def write(self, step: int, metrics: dict):
+        """metrics: flat {name: float}; names like 'train/loss' group in TensorBoard and wandb."""
+        metrics = {k: float(v) for k, v in metrics.items()}
+        row = {"step": int(step), "time": time.time(), **metrics}
+        self.jsonl.write(json.dumps(row) + "\n")
+        self.jsonl.flush()
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+
+    def progress(self, step: int, latest_return: float | None = None):
+        if latest_return is not None:
+            self.last_return = latest_return
+            self.bar.set_postfix({"return": f"{latest_return:.1f}"}, refresh=False)
+        self.bar.update(step - self.bar.n)
+
+    def close(self):
+        self.bar.close()
+        self.jsonl.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()

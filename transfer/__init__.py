@@ -1,0 +1,1 @@
+"""Entry point (`python -m transfer.run`) and the ONE training loop; methods are configurations."""

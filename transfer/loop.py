@@ -1,0 +1,171 @@
+"""The one training loop: parallel env workers -> online replay -> world-model + actor-critic
+updates at `train_ratio`, periodic evaluation on separate envs, logging and resumable checkpoints.
+
+Counters are environment steps (frames, action repeat included). Everything is written under the
+run directory; constructing a Trainer on a run directory with a checkpoint resumes from it.
+"""
+from __future__ import annotations
+
+import logging
+import pathlib
+import random
+import time
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from core import checkpoint
+from core.agent import Agent
+from core.logger import Logger
+from core.replay import Replay
+from envs import REPLAY_KEYS, env_fns
+from envs.workers import EnvPool
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name} but CUDA is not available here; use device=auto or device=cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, cfg, run_dir):
+        self.cfg, t = cfg, cfg.trainer
+        self.dir = pathlib.Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path = self.dir / "checkpoint.pt"
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+        self.envs = EnvPool(env_fns(env_cfg, cfg.task, cfg.seed, cfg.max_action_dim, t.envs), t.parallel)
+        self.eval_fns = env_fns(env_cfg, cfg.task, cfg.seed + 10_000, cfg.max_action_dim, t.eval_envs)
+        self.spec = self.envs.specs[0]
+        self.frames_per_step = self.spec.action_repeat
+        size = self.spec.image_size
+        self.agent = Agent({"image": (size, size, 3)}, self.spec.action_mask, cfg.model, self.device)
+        self.replay = Replay(self.dir / "replay", t.replay_capacity, t.envs, (size, size, 3),
+                             cfg.max_action_dim, seed=cfg.seed)
+        self.step, self.episodes, self.update_budget = 0, 0, 0.0
+        self.next_eval, self.wandb_id = t.eval_every, None
+        if self.ckpt_path.exists():
+            self._resume()
+        self.logger = Logger(self.dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True),
+                             t.steps, self.step, self.wandb_id)
+
+    # ---- checkpointing -----------------------------------------------------------------------
+    def save(self):
+        self.replay.flush()
+        checkpoint.save(self.ckpt_path, dict(
+            agent=self.agent.full_state(), step=self.step, episodes=self.episodes,
+            update_budget=self.update_budget, next_eval=self.next_eval, replay_files=self.replay.files,
+            rng=checkpoint.rng_state(), replay_rng=self.replay.rng.bit_generator.state,
+            wandb_id=self.logger.wandb_id, config=OmegaConf.to_container(self.cfg, resolve=True)))
+        self.last_save = time.time()
+
+    def _resume(self):
+        state = checkpoint.load(self.ckpt_path)
+        self.agent.load_full_state(state["agent"])
+        self.replay.load(state["replay_files"])
+        self.replay.rng.bit_generator.state = state["replay_rng"]
+        checkpoint.set_rng_state(state["rng"])
+        self.step, self.episodes = state["step"], state["episodes"]
+        self.update_budget, self.next_eval = state["update_budget"], state["next_eval"]
+        self.wandb_id = state["wandb_id"]
+        log.info("resumed from %s at step %d (replay %d steps, %d updates)",
+                 self.ckpt_path, self.step, len(self.replay), self.agent.updates)
+
+    # ---- main loop ---------------------------------------------------------------------------
+    def run(self):
+        t, n = self.cfg.trainer, self.envs.num_envs
+        mask = self.spec.action_mask
+        updates_per_step = t.train_ratio / (t.batch_size * t.batch_length)
+        obs = self.envs.step(np.zeros((n, self.cfg.max_action_dim), np.float32))  # all reset
+        state = self.agent.initial_state(n)
+        prev_action = np.zeros((n, self.cfg.max_action_dim), np.float32)
+        ep_return, ep_length = np.zeros(n), np.zeros(n, np.int64)
+        self.last_save, train_metrics, t0, step0 = time.time(), [], time.time(), self.step
+        while self.step < t.steps:
+            batch_obs = {k: np.stack([o[k] for o in obs]) for k in ("image", "is_first")}
+            action, state = self.agent.policy(batch_obs, state, explore=True)
+            if self.step < t.warmup:
+                action = np.random.uniform(-1, 1, action.shape).astype(np.float32) * mask
+            for i, o in enumerate(obs):
+                if o["is_first"]:
+                    prev_action[i] = 0.0
+                    ep_return[i], ep_length[i] = 0.0, 0
+                self.replay.add(i, {**{k: o[k] for k in REPLAY_KEYS}, "action": prev_action[i]})
+                ep_return[i] += o["reward"]
+                ep_length[i] += 0 if o["is_first"] else 1
+                if o["is_last"]:
+                    self.episodes += 1
+                    self.logger.write(self.step, {"train/return": ep_return[i], "train/length": ep_length[i],
+                                                  "train/episodes": self.episodes})
+                    self.logger.progress(self.step, float(ep_return[i]))
+            prev_action = action.astype(np.float32)
+            obs = self.envs.step(action)
+            self.step += n * self.frames_per_step
+            if self.step >= t.warmup:
+                self.update_budget += n * updates_per_step
+                while self.update_budget >= 1:
+                    self.update_budget -= 1
+                    batch = {k: torch.as_tensor(v) for k, v in self.replay.sample(t.batch_size, t.batch_length).items()}
+                    train_metrics.append(self.agent.train_step(batch))
+            if train_metrics and self.step // t.log_every != (self.step - n * self.frames_per_step) // t.log_every:
+                self._log_train(train_metrics, (self.step - step0) / (time.time() - t0))
+                train_metrics = []
+            self.logger.progress(self.step)
+            if self.step >= self.next_eval:
+                self.evaluate(t.eval_episodes)
+                self.next_eval += t.eval_every
+            if self._checkpoint_due(n):
+                self.save()
+        result = self.evaluate(t.final_eval_episodes, final=True)
+        self.save()
+        return result
+
+    def _checkpoint_due(self, n: int) -> bool:
+        t = self.cfg.trainer
+        every = t.checkpoint_every and self.step // t.checkpoint_every != (self.step - n * self.frames_per_step) // t.checkpoint_every
+        return bool(every) or time.time() - self.last_save > 60 * t.checkpoint_minutes
+
+    def _log_train(self, metrics: list[dict], fps: float):
+        mean = {f"train/{k}": float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
+        mean.update({"train/updates": self.agent.updates, "train/replay_steps": len(self.replay),
+                     "perf/env_steps_per_s": fps, "perf/worker_restarts": self.envs.restarts})
+        self.logger.write(self.step, mean)
+
+    def evaluate(self, episodes: int, final: bool = False) -> dict:
+        """Deterministic policy (actor mean) on separate eval envs; returns mean return / success."""
+        with EnvPool(self.eval_fns, self.cfg.trainer.parallel) as pool:
+            n, done, returns, successes = pool.num_envs, 0, [], []
+            obs = pool.step(np.zeros((n, self.cfg.max_action_dim), np.float32))
+            state = self.agent.initial_state(n)
+            ret, succ = np.zeros(n), np.zeros(n, bool)
+            while done < episodes:
+                batch_obs = {k: np.stack([o[k] for o in obs]) for k in ("image", "is_first")}
+                action, state = self.agent.policy(batch_obs, state, explore=False)
+                for i, o in enumerate(obs):
+                    ret[i] = 0.0 if o["is_first"] else ret[i] + o["reward"]
+                    succ[i] = False if o["is_first"] else succ[i] or bool(o.get("log_success", False))
+                    if o["is_last"] and done < episodes:
+                        returns.append(ret[i]), successes.append(succ[i])
+                        done += 1
+                obs = pool.step(action)
+        result = {"eval/return": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
+                  "eval/success": float(np.mean(successes)), "eval/episodes": len(returns)}
+        if final:
+            result = {k.replace("eval/", "final/"): v for k, v in result.items()}
+        self.logger.write(self.step, result)
+        log.info("step %d %s", self.step, " ".join(f"{k}={v:.3g}" for k, v in result.items()))
+        return result
+
+    def close(self):
+        self.envs.close()
+        self.logger.close()

@@ -31,6 +31,9 @@ class Agent(nn.Module):
         self.critic_opt = Optimizer(self.ac.critic.parameters(), cfg.critic_opt)
         self.loss_terms: list = []
         self.updates = 0
+        if cfg.compile:
+            from core.runtime import compile_agent
+            compile_agent(self)
 
     # ---- acting ------------------------------------------------------------------------------
     def initial_state(self, n: int) -> dict:

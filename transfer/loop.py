@@ -96,6 +96,7 @@ class Trainer:
             action, state = self.agent.policy(batch_obs, state, explore=True)
             if self.step < t.warmup:
                 action = np.random.uniform(-1, 1, action.shape).astype(np.float32) * mask
+                state["action"] = torch.as_tensor(action, device=self.device)  # feed what was executed
             for i, o in enumerate(obs):
                 if o["is_first"]:
                     prev_action[i] = 0.0
@@ -109,31 +110,32 @@ class Trainer:
                                                   "train/episodes": self.episodes})
                     self.logger.progress(self.step, float(ep_return[i]))
             prev_action = action.astype(np.float32)
+            stepped = sum(not o["is_last"] for o in obs)  # envs at is_last get reset, not stepped
             obs = self.envs.step(action)
-            self.step += n * self.frames_per_step
+            self.step += stepped * self.frames_per_step
             if self.step >= t.warmup:
-                self.update_budget += n * updates_per_step
+                self.update_budget += stepped * updates_per_step
                 while self.update_budget >= 1:
                     self.update_budget -= 1
                     batch = {k: torch.as_tensor(v) for k, v in self.replay.sample(t.batch_size, t.batch_length).items()}
                     train_metrics.append(self.agent.train_step(batch))
-            if train_metrics and self.step // t.log_every != (self.step - n * self.frames_per_step) // t.log_every:
+            if train_metrics and self._crossed(t.log_every, stepped):
                 self._log_train(train_metrics, (self.step - step0) / (time.time() - t0))
                 train_metrics = []
             self.logger.progress(self.step)
             if self.step >= self.next_eval:
                 self.evaluate(t.eval_episodes)
                 self.next_eval += t.eval_every
-            if self._checkpoint_due(n):
+            if self._crossed(t.checkpoint_every, stepped) or time.time() - self.last_save > 60 * t.checkpoint_minutes:
                 self.save()
         result = self.evaluate(t.final_eval_episodes, final=True)
         self.save()
         return result
 
-    def _checkpoint_due(self, n: int) -> bool:
-        t = self.cfg.trainer
-        every = t.checkpoint_every and self.step // t.checkpoint_every != (self.step - n * self.frames_per_step) // t.checkpoint_every
-        return bool(every) or time.time() - self.last_save > 60 * t.checkpoint_minutes
+    def _crossed(self, every: int, stepped: int) -> bool:
+        """Did the last increment of self.step cross a multiple of `every` (0: never)?"""
+        before = self.step - stepped * self.frames_per_step
+        return bool(every) and self.step // every != before // every
 
     def _log_train(self, metrics: list[dict], fps: float):
         mean = {f"train/{k}": float(np.mean([m[k] for m in metrics])) for k in metrics[0]}

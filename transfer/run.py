@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 
 import hydra
 from omegaconf import DictConfig
+
+from core.runtime import tune_malloc
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +29,6 @@ def main(cfg: DictConfig) -> float:
     return result.get("final/return", 0.0)
 
 
-def _tune_malloc():
-    """glibc returns big activation buffers to the kernel on every update (about a third of CPU
-    time on small CPUs). Re-exec once with mmap/trim thresholds raised, unless the user set them."""
-    if os.environ.get("MALLOC_MMAP_MAX_") is None and os.environ.get("WMT_NO_MALLOC_TUNING") is None:
-        env = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(1 << 32))
-        os.execve(sys.executable, [sys.executable, "-m", "transfer.run", *sys.argv[1:]], env)
-
-
 if __name__ == "__main__":
-    _tune_malloc()
+    tune_malloc("transfer.run")
     main()

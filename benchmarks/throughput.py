@@ -1,0 +1,131 @@
+"""Throughput of the DreamerV3 core and the env workers.
+
+    python -m benchmarks.throughput [--sizes tiny small] [--device auto] [--bf16] [--compile]
+
+Measures world-model + actor-critic updates/s at batch B x T (default 16 x 64), imagination
+latent steps/s (N starts x horizon, no grad), and DMC env steps/s with rendering for 1 and 2
+workers. Prints a table and writes JSON to benchmarks/results/. The allocator settings in force
+are part of the result (the script re-execs itself with tuned glibc malloc unless told not to).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import time
+
+import numpy as np
+import torch
+
+from core.agent import Agent
+from core.runtime import allocator_settings, tune_malloc
+from envs import env_fns
+from envs.workers import EnvPool
+from transfer.loop import resolve_device
+
+A = 12
+
+
+def config(size: str, bf16: bool, compile_: bool):
+    from hydra import compose, initialize_config_dir
+    root = pathlib.Path(__file__).resolve().parents[1]
+    with initialize_config_dir(config_dir=str(root / "configs"), version_base=None):
+        return compose("config", overrides=[f"model={size}", f"model.bf16={bf16}", f"model.compile={compile_}"])
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_updates(size, device, b, t, bf16, compile_, repeats):
+    cfg = config(size, bf16, compile_)
+    mask = np.zeros(A, np.float32)
+    mask[:6] = 1
+    agent = Agent({"image": (64, 64, 3)}, mask, cfg.model, device)
+    batch = dict(image=torch.randint(0, 256, (b, t, 64, 64, 3), dtype=torch.uint8),
+                 action=torch.rand(b, t, A) * torch.as_tensor(mask), reward=torch.rand(b, t),
+                 is_first=torch.zeros(b, t, dtype=torch.bool), is_terminal=torch.zeros(b, t, dtype=torch.bool))
+    batch["is_first"][:, 0] = True
+    for _ in range(2 if compile_ else 1):  # warm-up (and compilation)
+        agent.train_step(batch)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        agent.train_step(batch)
+    sync(device)
+    update_s = (time.perf_counter() - start) / repeats
+
+    n, horizon = b * t, cfg.model.ac.horizon
+    _, post, _ = agent.wm.loss({k: v.to(device) for k, v in batch.items()})
+    starts = {k: v.detach().flatten(0, 1) for k, v in post.items()}
+    with torch.no_grad(), agent.autocast():
+        agent.ac.imagine(agent.wm, starts, horizon)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            agent.ac.imagine(agent.wm, starts, horizon)
+        sync(device)
+    imag_s = (time.perf_counter() - start) / repeats
+    params = sum(p.numel() for p in agent.wm.pretrained_modules().parameters())
+    return dict(size=size, wm_params_m=round(params / 1e6, 2), updates_per_s=1 / update_s,
+                seconds_per_update=update_s, imagination_steps_per_s=n * horizon / imag_s)
+
+
+def bench_envs(task, workers, steps):
+    fns = env_fns(dict(suite="dmc", action_repeat=2, image_size=64), task, 0, A, workers)
+    with EnvPool(fns) as pool:
+        acts = np.zeros((workers, A), np.float32)
+        pool.step(acts)
+        for _ in range(5):
+            pool.step(acts)
+        start = time.perf_counter()
+        for _ in range(steps):
+            acts[:, :1] = np.random.uniform(-1, 1, (workers, 1))
+            pool.step(acts)
+        elapsed = time.perf_counter() - start
+    return dict(task=task, workers=workers, agent_steps_per_s=steps * workers / elapsed,
+                frames_per_s=2 * steps * workers / elapsed)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", nargs="+", default=["tiny", "small"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch", type=int, nargs=2, default=[16, 64], metavar=("B", "T"))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--env-task", default="walker_walk")
+    p.add_argument("--env-steps", type=int, default=300)
+    p.add_argument("--no-envs", action="store_true")
+    p.add_argument("--out", default="benchmarks/results")
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    models = [bench_updates(s, device, *args.batch, args.bf16, args.compile, args.repeats) for s in args.sizes]
+    envs = [] if args.no_envs else [bench_envs(args.env_task, w, args.env_steps) for w in (1, 2)]
+    meta = dict(device=str(device), gpu=torch.cuda.get_device_name() if device.type == "cuda" else None,
+                cpu_threads=torch.get_num_threads(), torch=torch.__version__, bf16=args.bf16,
+                compile=args.compile, batch=args.batch, allocator=allocator_settings(), host=platform.node())
+    print(f"\ndevice={meta['device']} gpu={meta['gpu']} threads={meta['cpu_threads']} bf16={args.bf16} "
+          f"compile={args.compile} batch={args.batch[0]}x{args.batch[1]} allocator={meta['allocator']}")
+    print(f"{'model':<8}{'WM params':>11}{'updates/s':>12}{'s/update':>10}{'imagination steps/s':>22}")
+    for m in models:
+        print(f"{m['size']:<8}{m['wm_params_m']:>10}M{m['updates_per_s']:>12.3f}{m['seconds_per_update']:>10.2f}"
+              f"{m['imagination_steps_per_s']:>22,.0f}")
+    if envs:
+        print(f"\n{'env (render 64x64, repeat 2)':<32}{'workers':>8}{'agent steps/s':>15}{'frames/s':>10}")
+        for e in envs:
+            print(f"{e['task']:<32}{e['workers']:>8}{e['agent_steps_per_s']:>15.1f}{e['frames_per_s']:>10.1f}")
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = f"{device.type}{'-bf16' if args.bf16 else ''}{'-compile' if args.compile else ''}"
+    path = out / f"throughput-{tag}.json"
+    path.write_text(json.dumps(dict(meta=meta, models=models, envs=envs), indent=2))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    tune_malloc("benchmarks.throughput")
+    main()

@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+import torch
+
+from conftest import compose
+from core.agent import Agent
+from core.optim import LaProp
+from core.world_model import WorldModel
+
+A, NATIVE = 12, 3
+
+
+def make_agent(cfg):
+    mask = np.zeros(A, np.float32)
+    mask[:NATIVE] = 1
+    return Agent({"image": (64, 64, 3)}, mask, cfg.model, torch.device("cpu"))
+
+
+def fake_batch(b=2, t=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    action = torch.rand(b, t, A, generator=g) * 2 - 1
+    action[..., NATIVE:] = 0
+    is_first = torch.zeros(b, t, dtype=torch.bool)
+    is_first[:, 0] = True
+    return dict(image=torch.randint(0, 256, (b, t, 64, 64, 3), dtype=torch.uint8, generator=g),
+                action=action, reward=torch.rand(b, t, generator=g), is_first=is_first,
+                is_terminal=torch.zeros(b, t, dtype=torch.bool))
+
+
+def test_rssm_observe_and_imagine_shapes(tiny_cfg):
+    agent = make_agent(tiny_cfg)
+    w = tiny_cfg.model.wm
+    rssm = agent.wm.rssm
+    batch = fake_batch(b=3, t=7)
+    losses, post, _ = agent.wm.loss(batch)
+    assert post["deter"].shape == (3, 7, w.deter)
+    assert post["stoch"].shape == (3, 7, w.stoch, w.classes)
+    assert torch.allclose(post["stoch"].sum(-1), torch.ones(3, 7, w.stoch))  # one-hot samples
+    for v in losses.values():
+        assert v.shape == (3, 7) and torch.isfinite(v).all()
+    start = {k: v.flatten(0, 1) for k, v in post.items()}
+    feats, actions = agent.ac.imagine(agent.wm, start, horizon=4)
+    assert feats.shape == (5, 21, rssm.feat_dim)
+    assert actions.shape == (4, 21, A)
+
+
+def test_unimix_keeps_every_class_possible(tiny_cfg):
+    rssm = make_agent(tiny_cfg).wm.rssm
+    _, logp = rssm._dist(torch.full((4, rssm.stoch_dim), -1e4).index_fill(1, torch.tensor([0]), 1e4))
+    assert (logp.exp() >= 0.01 / rssm.classes - 1e-7).all()
+
+
+def test_padded_action_dims_stay_zero(tiny_cfg):
+    torch.manual_seed(0)
+    agent = make_agent(tiny_cfg)
+    with torch.no_grad():  # make the actor want large actions in every dim, padded ones included
+        agent.ac.actor.net[-1].bias.fill_(3.0)
+    _, post, _ = agent.wm.loss(fake_batch())
+    start = {k: v.detach().flatten(0, 1) for k, v in post.items()}
+    _, actions = agent.ac.imagine(agent.wm, start, horizon=5)
+    assert (actions[..., NATIVE:] == 0).all()
+    assert (actions[..., :NATIVE].abs() > 0).all()
+    obs = dict(image=np.zeros((2, 64, 64, 3), np.uint8), is_first=np.array([True, False]))
+    for explore in (True, False):
+        act, _ = agent.policy(obs, agent.initial_state(2), explore=explore)
+        assert act.shape == (2, A) and (act[:, NATIVE:] == 0).all() and (np.abs(act[:, :NATIVE]) <= 1).all()
+    # padded dims carry no entropy and no log-prob
+    std = torch.full((1, A), 0.5)
+    ent_native = agent.ac.actor.entropy(std)
+    assert torch.allclose(ent_native, torch.tensor([NATIVE * (np.log(0.5) + 0.5 * np.log(2 * np.pi * np.e))],
+                                                    dtype=torch.float32))
+
+
+def test_is_first_resets_the_state(tiny_cfg):
+    agent = make_agent(tiny_cfg)
+    rssm = agent.wm.rssm
+    embed = torch.randn(2, rssm.post_embed.in_features)
+    action = torch.ones(2, A)
+    busy = dict(deter=torch.randn(2, rssm.deter), stoch=rssm.initial(2, "cpu")["stoch"] + 1, logits=torch.zeros(2, rssm.stoch, rssm.classes))
+    torch.manual_seed(1)
+    a = rssm.obs_step(busy, action, embed, torch.tensor([True, True]))
+    torch.manual_seed(1)
+    b = rssm.obs_step(rssm.initial(2, "cpu"), torch.zeros(2, A), embed, torch.tensor([False, False]))
+    assert torch.allclose(a["deter"], b["deter"]) and torch.equal(a["stoch"], b["stoch"])
+
+
+def test_one_update_changes_weights_and_is_finite(tiny_cfg):
+    agent = make_agent(tiny_cfg)
+    before = [p.detach().clone() for p in agent.wm.parameters()]
+    metrics = agent.train_step(fake_batch(b=2, t=8))
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.wm.parameters()))
+    assert agent.updates == 1
+
+
+@pytest.mark.parametrize("size,expected", [("small", 13.6e6), ("large", 281e6)])
+def test_parameter_counts_match_gsa(size, expected):
+    cfg = compose(f"model={size}")
+    with torch.device("meta"):  # no memory is allocated, even for the 281M model
+        wm = WorldModel({"image": (64, 64, 3)}, A, cfg.model.wm)
+    count = sum(p.numel() for p in wm.pretrained_modules().parameters())
+    assert abs(count - expected) / expected < 0.10, f"{size}: {count / 1e6:.1f}M vs {expected / 1e6:.1f}M"
+
+
+def test_tiny_is_well_under_a_million(tiny_cfg):
+    agent = make_agent(tiny_cfg)
+    trainable = sum(p.numel() for p in agent.parameters() if p.requires_grad)
+    assert trainable < 800_000
+
+
+def test_laprop_optimiser_descends():
+    p = torch.nn.Parameter(torch.tensor([5.0, -3.0]))
+    opt = LaProp([p], lr=0.1)
+    for _ in range(200):
+        opt.zero_grad()
+        (p ** 2).sum().backward()
+        opt.step()
+    assert p.detach().abs().max() < 0.5

@@ -1,0 +1,98 @@
+"""The real training loop on a real DMC env with the tiny model: one iteration in-process, and a
+SIGKILL / resume cycle through `python -m transfer.run` exactly as a user runs it."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, compose
+from core import checkpoint
+from transfer.loop import Trainer
+
+FAST = ["preset=quick", "env.episode_frames=60", "trainer.warmup=40", "trainer.batch_size=2",
+        "trainer.batch_length=8", "trainer.train_ratio=16", "trainer.eval_every=1000000",
+        "trainer.eval_episodes=1", "trainer.final_eval_episodes=1", "trainer.log_every=20"]
+
+
+def test_one_training_iteration_on_dmc(tmp_path):
+    cfg = compose(*FAST, "trainer.steps=120", "logger.wandb=offline", f"run_dir={tmp_path}")
+    trainer = Trainer(cfg, tmp_path)
+    try:
+        before = [p.detach().clone() for p in trainer.agent.parameters()]
+        result = trainer.run()
+    finally:
+        trainer.close()
+    assert trainer.step == 120
+    # 40 warm-up frames, then 80 frames = 40 agent steps at 16 / (2 * 8) = 1 update each
+    assert trainer.agent.updates == 40
+    assert len(trainer.replay) == 60  # 60 agent steps stored (one per policy call)
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.agent.parameters()))
+    assert np.isfinite(result["final/return"]) and result["final/episodes"] == 1
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if "train/wm_loss" in r]
+    assert train and all(np.isfinite(r["train/wm_loss"]) for r in train)
+    assert any("train/return" in r for r in rows)      # episodes of 30 agent steps finished
+    assert list((tmp_path / "tensorboard").glob("events.*"))
+    assert (tmp_path / "wandb").is_dir()
+    assert len(list((tmp_path / "replay").glob("*.npz"))) >= 2
+
+
+def run_cli(args, run_dir, **kw):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="1")
+    return subprocess.Popen([sys.executable, "-m", "transfer.run", *args, f"run_dir={run_dir}", "logger.wandb=disabled"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **kw)
+
+
+def test_sigkill_then_resume(tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    proc = run_cli([*FAST, "trainer.steps=100000", "trainer.checkpoint_every=100"], tmp_path)
+    deadline = time.time() + 240
+    while not ckpt.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the trainer and its env workers, with no chance to clean up
+    proc.wait()
+    state = checkpoint.load(ckpt)
+    step, files, updates = state["step"], state["replay_files"], state["agent"]["updates"]
+    assert step >= 100 and updates > 0
+    replay_steps = sum(int(f.split("-")[-1].split(".")[0]) for f in files)
+    assert replay_steps >= step // 2  # one stored step per policy call (action repeat 2)
+
+    target = step + 200
+    out = run_cli([*FAST, f"trainer.steps={target}"], tmp_path).communicate(timeout=300)[0]
+    m = re.search(r"resumed from .* at step (\d+) \(replay (\d+) steps, (\d+) updates\)", out)
+    assert m, out
+    assert (int(m[1]), int(m[2]), int(m[3])) == (step, replay_steps, updates)
+    final = checkpoint.load(ckpt)
+    assert final["step"] == target
+    assert final["replay_files"][: len(files)] == files  # the old data is kept, new data appended
+    assert sum(int(f.split("-")[-1].split(".")[0]) for f in final["replay_files"]) >= replay_steps + 100
+    assert final["agent"]["updates"] > updates
+    steps_logged = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps_logged) >= target
+
+    # a finished run is not retrained
+    out = run_cli([*FAST, f"trainer.steps={target}"], tmp_path).communicate(timeout=120)[0]
+    assert "already finished" in out
+
+
+def test_unknown_config_key_fails_clearly(tmp_path):
+    out = run_cli(["trainer.stepz=5"], tmp_path).communicate(timeout=60)[0]
+    assert "Could not override 'trainer.stepz'" in out
+
+
+def test_presets_compose():
+    quick = compose("preset=quick")
+    assert quick.task == "cartpole_balance" and quick.model.wm.deter == 128
+    user = compose("method=dreamer", "env=dmc", "task=walker_walk")
+    assert user.model.wm.deter == 1024 and user.trainer.steps == 500000
+    assert compose("preset=quick", "model=small").model.wm.deter == 1024

@@ -7,6 +7,7 @@ import os
 import pathlib
 import sys
 import time
+import uuid
 
 from tqdm import tqdm
 
@@ -33,7 +34,7 @@ class Logger:
             raise ValueError(f"logger.wandb={cfg.wandb!r}: use offline, online or disabled")
         import wandb
         os.environ.setdefault("WANDB_SILENT", "true")
-        self.wandb_id = self.wandb_id or wandb.util.generate_id()
+        self.wandb_id = self.wandb_id or uuid.uuid4().hex[:12]
         self.wandb = wandb.init(project=cfg.project, entity=cfg.entity, mode=cfg.wandb, dir=str(self.dir),
                                 id=self.wandb_id, resume="allow", config=config_dict,
                                 name=self.dir.name, settings=wandb.Settings(console="off"))

@@ -30,9 +30,12 @@ def test_one_training_iteration_on_dmc(tmp_path):
     finally:
         trainer.close()
     assert trainer.step == 120
-    # 40 warm-up frames, then 80 frames = 40 agent steps at 16 / (2 * 8) = 1 update each
-    assert trainer.agent.updates == 40
-    assert len(trainer.replay) == 60  # 60 agent steps stored (one per policy call)
+    # 16 / (2 * 8) = 1 update per agent step once step >= 40 frames: at steps 40, 42, ..., 120
+    assert trainer.agent.updates == 41
+    # episodes of 30 agent steps: 31 observations each (reset + 30); the loop stops before storing
+    # the last observation of episode 2
+    assert len(trainer.replay) == 61
+    assert trainer.episodes == 1
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.agent.parameters()))
     assert np.isfinite(result["final/return"]) and result["final/episodes"] == 1
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

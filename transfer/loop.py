@@ -128,6 +128,8 @@ class Trainer:
                 self.next_eval += t.eval_every
             if self._crossed(t.checkpoint_every, stepped) or time.time() - self.last_save > 60 * t.checkpoint_minutes:
                 self.save()
+        if train_metrics:  # what the last log interval did not write yet
+            self._log_train(train_metrics, (self.step - step0) / (time.time() - t0))
         result = self.evaluate(t.final_eval_episodes, final=True)
         self.save()
         return result

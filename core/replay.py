@@ -36,12 +36,7 @@ class Replay:
 
     def add(self, stream: int, step: dict):
         """step: the REPLAY_KEYS of an observation plus 'action' (A,)."""
-        h = self.head[stream]
-        for k in self.data:
-            self.data[k][stream, h] = step[k]
-        self.head[stream] = (h + 1) % self.cap
-        self.size[stream] = min(self.size[stream] + 1, self.cap)
-        self.total += 1
+        self._put(stream, {k: np.asarray(step[k])[None] for k in self.data})
         self.pending[stream].append({k: step[k] for k in self.data})
         if step["is_last"]:
             self._write(stream)
@@ -79,14 +74,19 @@ class Replay:
             except Exception as e:  # corrupt or truncated file: say which and how to recover
                 raise RuntimeError(f"replay file {self.dir / name} is unreadable ({e}); delete it and "
                                    f"remove it from the checkpoint, or start a new run directory") from e
-            for i in range(len(arrays["reward"])):
-                h = self.head[stream]
-                for k in self.data:
-                    self.data[k][stream, h] = arrays[k][i]
-                self.head[stream] = (h + 1) % self.cap
-                self.size[stream] = min(self.size[stream] + 1, self.cap)
-                self.total += 1
+            self._put(stream, arrays)
         self.files = list(files)
+
+    def _put(self, stream: int, arrays: dict):
+        """Append a block {key: (n, ...)} to a stream's ring, overwriting the oldest steps."""
+        n = len(arrays["reward"])
+        self.total += n
+        keep = min(n, self.cap)
+        idx = (self.head[stream] + n - keep + np.arange(keep)) % self.cap
+        for k in self.data:
+            self.data[k][stream, idx] = arrays[k][n - keep:]
+        self.head[stream] = (self.head[stream] + n) % self.cap
+        self.size[stream] = min(self.size[stream] + n, self.cap)
 
     def sample(self, batch: int, length: int) -> dict:
         """Uniform over all length-T windows in memory. Returns {key: (B, T, ...)} numpy arrays."""

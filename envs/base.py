@@ -41,6 +41,18 @@ class EnvSpec:
         return mask
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskInfo:
+    """One row of the task registry (``python -m envs.list``); known without building the env."""
+    suite: str
+    task: str
+    embodiment: str
+    native_action_dim: int
+    episode_length: int       # agent steps per episode with the suite's default config
+    action_repeat: int
+    note: str = ""            # e.g. "custom", "hard", "source", "target"
+
+
 def unpad_action(spec: EnvSpec, action) -> np.ndarray:
     """(A,) padded action -> (native,) float64 clipped to [-1, 1]; checks its size."""
     action = np.asarray(action, dtype=np.float64).reshape(-1)

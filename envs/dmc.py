@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.base import EnvSpec, make_obs, unpad_action
+from envs.base import EnvSpec, TaskInfo, make_obs, unpad_action
 from envs.gl import setup_gl
 
 
@@ -103,3 +103,43 @@ class DMCEnv:
 
     def close(self) -> None:
         self._env.close()
+
+
+# ---- suite interface (envs/__init__.py) ----------------------------------------------------------
+def prepare(env_cfg: dict) -> None:
+    setup_gl()  # probe GL once in the parent; the workers inherit MUJOCO_GL
+
+
+def make(env_cfg: dict, task: str, seed: int, max_action_dim: int) -> DMCEnv:
+    keys = ("action_repeat", "image_size", "episode_frames", "camera")
+    return DMCEnv(task, seed, max_action_dim, **{k: env_cfg[k] for k in keys if env_cfg.get(k) is not None})
+
+
+# Native action dims of the embodiments in the registry.
+ACTION_DIMS = {"cartpole": 1, "acrobot": 1, "walker": 6, "cheetah": 6, "quadruped": 12, "hopper": 4}
+# The 22 DMC tasks of GSA Table 4, cheetah run hard, and Vid2Act's DMC source tasks.
+BENCHMARK = [
+    "cartpole_balance", "acrobot_swingup", "acrobot_swingup_sparse", "acrobot_swingup_hard",
+    "walker_stand", "walker_walk", "walker_run", "walker_backflip", "walker_walk_backward",
+    "walker_walk_hard", "walker_run_backward",
+    "cheetah_run", "cheetah_run_front", "cheetah_run_back", "cheetah_run_backwards", "cheetah_jump",
+    "quadruped_walk", "quadruped_stand", "quadruped_run", "quadruped_jump", "quadruped_roll",
+    "quadruped_roll_fast", "cheetah_run_hard", "hopper_stand",
+]
+
+
+def tasks(env_cfg: dict) -> list[TaskInfo]:
+    """The registry rows. Any other dm_control suite task ("domain_task") can be made as well."""
+    repeat = env_cfg.get("action_repeat") or 2
+    length = (env_cfg.get("episode_frames") or 1000) // repeat
+    rows = []
+    for name in BENCHMARK:
+        domain = name.split("_")[0]
+        note = "hard" if name.endswith("_hard") else ("custom" if is_custom(name) else "")
+        rows.append(TaskInfo("dmc", name, domain, ACTION_DIMS[domain], length, repeat, note))
+    return rows
+
+
+def is_custom(name: str) -> bool:
+    """True for the tasks this project adds to dm_control (defined in envs/dmc_tasks.py)."""
+    return False  # replaced once envs/dmc_tasks.py exists

@@ -20,8 +20,7 @@ import torch
 
 from core.agent import Agent
 from core.runtime import allocator_settings, tune_malloc
-from envs import env_fns
-from envs.workers import EnvPool
+from benchmarks.envs import bench_envs, print_table
 from transfer.loop import resolve_device
 
 A = 12
@@ -73,22 +72,6 @@ def bench_updates(size, device, b, t, bf16, compile_, repeats):
                 seconds_per_update=update_s, imagination_steps_per_s=n * horizon / imag_s)
 
 
-def bench_envs(task, workers, steps):
-    fns = env_fns(dict(suite="dmc", action_repeat=2, image_size=64), task, 0, A, workers)
-    with EnvPool(fns) as pool:
-        acts = np.zeros((workers, A), np.float32)
-        pool.step(acts)
-        for _ in range(5):
-            pool.step(acts)
-        start = time.perf_counter()
-        for _ in range(steps):
-            acts[:, :1] = np.random.uniform(-1, 1, (workers, 1))
-            pool.step(acts)
-        elapsed = time.perf_counter() - start
-    return dict(task=task, workers=workers, agent_steps_per_s=steps * workers / elapsed,
-                frames_per_s=2 * steps * workers / elapsed)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", nargs="+", default=["tiny", "small"])
@@ -104,7 +87,7 @@ def main():
     args = p.parse_args()
     device = resolve_device(args.device)
     models = [bench_updates(s, device, *args.batch, args.bf16, args.compile, args.repeats) for s in args.sizes]
-    envs = [] if args.no_envs else [bench_envs(args.env_task, w, args.env_steps) for w in (1, 2)]
+    envs = [] if args.no_envs else [bench_envs("dmc", args.env_task, w, args.env_steps) for w in (1, 2)]
     meta = dict(device=str(device), gpu=torch.cuda.get_device_name() if device.type == "cuda" else None,
                 cpu_threads=torch.get_num_threads(), torch=torch.__version__, bf16=args.bf16,
                 compile=args.compile, batch=args.batch, allocator=allocator_settings(), host=platform.node())
@@ -115,9 +98,8 @@ def main():
         print(f"{m['size']:<8}{m['wm_params_m']:>10}M{m['updates_per_s']:>12.3f}{m['seconds_per_update']:>10.2f}"
               f"{m['imagination_steps_per_s']:>22,.0f}")
     if envs:
-        print(f"\n{'env (render 64x64, repeat 2)':<32}{'workers':>8}{'agent steps/s':>15}{'frames/s':>10}")
-        for e in envs:
-            print(f"{e['task']:<32}{e['workers']:>8}{e['agent_steps_per_s']:>15.1f}{e['frames_per_s']:>10.1f}")
+        print()
+        print_table(envs)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = f"{device.type}{'-bf16' if args.bf16 else ''}{'-compile' if args.compile else ''}"

@@ -99,3 +99,19 @@ def test_presets_compose():
     user = compose("method=dreamer", "env=dmc", "task=walker_walk")
     assert user.model.wm.deter == 1024 and user.trainer.steps == 500000
     assert compose("preset=quick", "model=small").model.wm.deter == 1024
+
+
+def test_episode_stats_success_any_and_final():
+    from transfer.loop import EpisodeStats
+
+    def obs(first=False, last=False, reward=0.0, success=0.0):
+        return dict(is_first=first, is_last=last, reward=np.float32(reward), log_success=success)
+
+    stats = EpisodeStats(2)
+    assert stats.update([obs(first=True), obs(first=True)]) == []
+    assert stats.update([obs(reward=1, success=1), obs(reward=2)]) == []
+    done = stats.update([obs(reward=1, last=True), obs(reward=3, success=1, last=True)])
+    assert done == [dict(env=0, ret=2.0, length=2, success=1.0, success_final=0.0),
+                    dict(env=1, ret=5.0, length=2, success=1.0, success_final=1.0)]
+    stats.update([obs(first=True), obs(first=True)])  # a new episode forgets the old success
+    assert stats.update([obs(last=True), obs(last=True)])[0]["success"] == 0.0

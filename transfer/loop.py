@@ -25,6 +25,30 @@ from envs.workers import EnvPool
 log = logging.getLogger(__name__)
 
 
+class EpisodeStats:
+    """Per-env running episode statistics; `update` returns the finished episodes' summaries:
+    return, length, success (at ANY step) and success_final (at the LAST step), from log_success."""
+
+    def __init__(self, n: int):
+        self.ret, self.length = np.zeros(n), np.zeros(n, np.int64)
+        self.success = np.zeros(n, bool)
+
+    def update(self, obs: list[dict]) -> list[dict]:
+        done = []
+        for i, o in enumerate(obs):
+            if o["is_first"]:
+                self.ret[i], self.length[i], self.success[i] = 0.0, 0, False
+                continue
+            self.ret[i] += o["reward"]
+            self.length[i] += 1
+            now = bool(o.get("log_success", False))
+            self.success[i] |= now
+            if o["is_last"]:
+                done.append(dict(env=i, ret=float(self.ret[i]), length=int(self.length[i]),
+                                 success=float(self.success[i]), success_final=float(now)))
+        return done
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -89,7 +113,7 @@ class Trainer:
         obs = self.envs.step(np.zeros((n, self.cfg.max_action_dim), np.float32))  # all reset
         state = self.agent.initial_state(n)
         prev_action = np.zeros((n, self.cfg.max_action_dim), np.float32)
-        ep_return, ep_length = np.zeros(n), np.zeros(n, np.int64)
+        stats = EpisodeStats(n)
         self.last_save, train_metrics, t0, step0 = time.time(), [], time.time(), self.step
         while self.step < t.steps:
             batch_obs = {k: np.stack([o[k] for o in obs]) for k in ("image", "is_first")}
@@ -100,15 +124,14 @@ class Trainer:
             for i, o in enumerate(obs):
                 if o["is_first"]:
                     prev_action[i] = 0.0
-                    ep_return[i], ep_length[i] = 0.0, 0
                 self.replay.add(i, {**{k: o[k] for k in REPLAY_KEYS}, "action": prev_action[i]})
-                ep_return[i] += o["reward"]
-                ep_length[i] += 0 if o["is_first"] else 1
-                if o["is_last"]:
-                    self.episodes += 1
-                    self.logger.write(self.step, {"train/return": ep_return[i], "train/length": ep_length[i],
-                                                  "train/episodes": self.episodes})
-                    self.logger.progress(self.step, float(ep_return[i]))
+            for ep in stats.update(obs):
+                self.episodes += 1
+                self.logger.write(self.step, {"train/return": ep["ret"], "train/length": ep["length"],
+                                              "train/success": ep["success"],
+                                              "train/success_final": ep["success_final"],
+                                              "train/episodes": self.episodes})
+                self.logger.progress(self.step, ep["ret"])
             prev_action = action.astype(np.float32)
             stepped = sum(not o["is_last"] for o in obs)  # envs at is_last get reset, not stepped
             obs = self.envs.step(action)
@@ -146,24 +169,23 @@ class Trainer:
         self.logger.write(self.step, mean)
 
     def evaluate(self, episodes: int, final: bool = False) -> dict:
-        """Deterministic policy (actor mean) on separate eval envs; returns mean return / success."""
+        """Deterministic policy (actor mean) on separate eval envs. Returns mean return, success at
+        any step and success at the final step (Meta-World's score) over `episodes` episodes."""
         with EnvPool(self.eval_fns, self.cfg.trainer.parallel) as pool:
-            n, done, returns, successes = pool.num_envs, 0, [], []
+            n, finished = pool.num_envs, []
             obs = pool.step(np.zeros((n, self.cfg.max_action_dim), np.float32))
-            state = self.agent.initial_state(n)
-            ret, succ = np.zeros(n), np.zeros(n, bool)
-            while done < episodes:
+            state, stats = self.agent.initial_state(n), EpisodeStats(n)
+            while len(finished) < episodes:
                 batch_obs = {k: np.stack([o[k] for o in obs]) for k in ("image", "is_first")}
                 action, state = self.agent.policy(batch_obs, state, explore=False)
-                for i, o in enumerate(obs):
-                    ret[i] = 0.0 if o["is_first"] else ret[i] + o["reward"]
-                    succ[i] = False if o["is_first"] else succ[i] or bool(o.get("log_success", False))
-                    if o["is_last"] and done < episodes:
-                        returns.append(ret[i]), successes.append(succ[i])
-                        done += 1
+                finished += stats.update(obs)
                 obs = pool.step(action)
+        finished = finished[:episodes]
+        returns = [ep["ret"] for ep in finished]
         result = {"eval/return": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
-                  "eval/success": float(np.mean(successes)), "eval/episodes": len(returns)}
+                  "eval/success": float(np.mean([ep["success"] for ep in finished])),
+                  "eval/success_final": float(np.mean([ep["success_final"] for ep in finished])),
+                  "eval/episodes": len(finished)}
         if final:
             result = {k.replace("eval/", "final/"): v for k, v in result.items()}
         self.logger.write(self.step, result)

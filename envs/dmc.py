@@ -1,8 +1,11 @@
 """DeepMind Control Suite pixel tasks behind the env contract of envs/base.py.
 
 Owns task-name parsing ("ball_in_cup_catch" -> domain "ball_in_cup", task "catch"), the fast
-render settings (no shadows, no multisampling, offscreen buffer = image size) and the episode
-bookkeeping (action repeat, time limit in frames, terminal vs time-out).
+render settings (no shadows, no multisampling, offscreen buffer = image size), the episode
+bookkeeping (action repeat, time limit in frames, terminal vs time-out), the registry of the
+benchmark's task names, and GSA's "_hard" variants (hard_reward). Task names resolve to
+dm_control's suite, or to the custom tasks of envs/dmc_tasks.py (walker_backflip, ...), or to
+"<task>_hard" for any of those.
 dm_control is imported lazily, after envs.gl.setup_gl() has picked a headless GL backend.
 """
 from __future__ import annotations
@@ -19,19 +22,75 @@ def _suite():
     return suite
 
 
+# Names of the custom tasks defined in envs/dmc_tasks.py (kept here, so that is_custom() and the
+# registry rows need no dm_control import; tests check both lists agree).
+CUSTOM_TASKS = (
+    "walker_walk_backward", "walker_run_backward", "walker_flip", "walker_backflip",
+    "cheetah_run_backwards", "cheetah_run_front", "cheetah_run_back", "cheetah_jump",
+    "quadruped_stand", "quadruped_jump", "quadruped_roll", "quadruped_roll_fast",
+)
+
+# GSA's hard tasks ("<task>_hard", e.g. cheetah_run_hard): per raw simulator step, a reward below
+# the threshold becomes 0, then HARD_ACTION_PENALTY x ||action|| is subtracted.
+HARD_SUFFIX = "_hard"
+HARD_THRESHOLD = 0.6
+HARD_THRESHOLDS = {"cheetah": 0.2}  # per-domain exceptions
+HARD_ACTION_PENALTY = 0.1
+
+
+def hard_reward(reward: float, action, threshold: float, penalty: float = HARD_ACTION_PENALTY) -> float:
+    """One raw simulator step of a hard task: (reward if reward >= threshold else 0) - penalty * ||action||_2.
+
+    ``action`` is the native action applied to the simulator (after unpadding and rescaling).
+    As in the GSA authors' HardTaskWrapper (zhaoyi11/ncrl src/envs.py), applied below the action
+    repeat, so an agent step of repeat k pays the penalty k times.
+    """
+    kept = float(reward) if reward >= threshold else 0.0
+    return kept - penalty * float(np.linalg.norm(np.asarray(action, dtype=np.float64)))
+
+
+def _custom_tasks() -> dict:
+    setup_gl()
+    from envs import dmc_tasks  # noqa: PLC0415 (imports dm_control)
+    return dmc_tasks.TASKS
+
+
 def valid_tasks() -> list[str]:
-    """All suite task names in the "domain_task" form, e.g. "cartpole_balance"."""
-    return sorted(f"{domain}_{task}" for domain, task in _suite().ALL_TASKS)
+    """All task names in the "domain_task" form, e.g. "cartpole_balance": dm_control's suite and the
+    custom tasks (each can also be made as "<task>_hard")."""
+    return sorted([f"{domain}_{task}" for domain, task in _suite().ALL_TASKS] + list(_custom_tasks()))
+
+
+def _lookup(name: str) -> tuple[str, str] | None:
+    suite, custom = _suite(), _custom_tasks()
+    for domain in sorted(suite._DOMAINS, key=len, reverse=True):
+        rest = name[len(domain) + 1:]
+        if name.startswith(domain + "_") and (rest in suite._DOMAINS[domain].SUITE or name in custom):
+            return domain, rest
+    return None
+
+
+def resolve_task(name: str) -> tuple[str, str, float | None]:
+    """name -> (domain, base task, hard threshold or None).
+
+    Exact names win (dm_control has its own reacher_hard, point_mass_hard, finger_turn_hard);
+    otherwise "<known task>_hard" is GSA's hard variant of that task.
+    """
+    found = _lookup(name)
+    if found is not None:
+        return (*found, None)
+    if name.endswith(HARD_SUFFIX):
+        found = _lookup(name[: -len(HARD_SUFFIX)])
+        if found is not None:
+            return (*found, HARD_THRESHOLDS.get(found[0], HARD_THRESHOLD))
+    raise ValueError(f"unknown DMC task {name!r}; valid tasks (each also as <task>{HARD_SUFFIX}): "
+                     f"{', '.join(valid_tasks())}")
 
 
 def parse_task(name: str) -> tuple[str, str]:
-    """"walker_walk" -> ("walker", "walk"); matches the longest known domain name."""
-    suite = _suite()
-    for domain in sorted(suite._DOMAINS, key=len, reverse=True):
-        rest = name[len(domain) + 1:]
-        if name.startswith(domain + "_") and rest in suite._DOMAINS[domain].SUITE:
-            return domain, rest
-    raise ValueError(f"unknown DMC task {name!r}; valid tasks: {', '.join(valid_tasks())}")
+    """"walker_walk" -> ("walker", "walk"); "cheetah_run_hard" -> ("cheetah", "run_hard")."""
+    domain, task, threshold = resolve_task(name)
+    return domain, task + (HARD_SUFFIX if threshold is not None else "")
 
 
 def fast_render_settings(physics, image_size: int) -> None:
@@ -46,15 +105,23 @@ def fast_render_settings(physics, image_size: int) -> None:
 
 
 class DMCEnv:
-    """One DMC task rendered to (image_size, image_size, 3) uint8 pixels."""
+    """One DMC task rendered to (image_size, image_size, 3) uint8 pixels.
+
+    ``hard_threshold`` is None, or the threshold of a "_hard" task whose per-frame rewards go
+    through hard_reward().
+    """
 
     def __init__(self, task: str, seed: int, max_action_dim: int, action_repeat: int = 2,
                  image_size: int = 64, episode_frames: int = 1000, camera: int | None = None,
                  fast_render: bool = True):
-        domain, task_name = parse_task(task)
+        domain, task_name, self.hard_threshold = resolve_task(task)
         # time_limit=inf: the episode length is counted here, in frames.
-        self._env = _suite().load(domain, task_name,
-                                  task_kwargs=dict(random=seed, time_limit=float("inf")))
+        task_kwargs = dict(random=seed, time_limit=float("inf"))
+        custom = _custom_tasks()
+        if f"{domain}_{task_name}" in custom:
+            self._env = custom[f"{domain}_{task_name}"](**task_kwargs)
+        else:
+            self._env = _suite().load(domain, task_name, task_kwargs=task_kwargs)
         action_spec = self._env.action_spec()
         native = int(np.prod(action_spec.shape))
         if native > max_action_dim:
@@ -92,7 +159,10 @@ class DMCEnv:
         for _ in range(self.spec.action_repeat):
             time_step = self._env.step(action)
             self._frames += 1
-            reward += time_step.reward or 0.0
+            frame_reward = time_step.reward or 0.0
+            if self.hard_threshold is not None:
+                frame_reward = hard_reward(frame_reward, action, self.hard_threshold)
+            reward += frame_reward
             ended = time_step.last() or self._frames >= self.episode_frames
             if time_step.last():  # a task termination (the time limit is counted here)
                 terminal = time_step.discount == 0.0
@@ -141,5 +211,7 @@ def tasks(env_cfg: dict) -> list[TaskInfo]:
 
 
 def is_custom(name: str) -> bool:
-    """True for the tasks this project adds to dm_control (defined in envs/dmc_tasks.py)."""
-    return False  # replaced once envs/dmc_tasks.py exists
+    """True for the tasks this project adds to dm_control (defined in envs/dmc_tasks.py) and their
+    "_hard" variants; hard variants of dm_control's own tasks (cheetah_run_hard) are not custom."""
+    base = name[: -len(HARD_SUFFIX)] if name.endswith(HARD_SUFFIX) else name
+    return name in CUSTOM_TASKS or base in CUSTOM_TASKS

@@ -1,0 +1,206 @@
+"""Custom DMC tasks (envs/dmc_tasks.py) and GSA's "_hard" variants (envs/dmc.py).
+
+Real dm_control, no mocks. Reward checks set the physics state directly (positions and velocities
+of the root joints, then a forward pass) and read the task's reward, so that a wrong sign, foot,
+speed or margin fails; the hard rule is checked on synthetic numbers and on real envs.
+"""
+import numpy as np
+import pytest
+
+from envs.dmc import (BENCHMARK, CUSTOM_TASKS, HARD_ACTION_PENALTY, DMCEnv, hard_reward, is_custom,
+                      parse_task, resolve_task, tasks, valid_tasks)
+
+A = 12
+HARD = ["acrobot_swingup_hard", "walker_walk_hard", "cheetah_run_hard"]
+
+
+def raw_env(name):
+    """The underlying dm_control control.Environment of a task (custom or suite)."""
+    env = DMCEnv(name, seed=0, max_action_dim=A, fast_render=False)
+    return env._env
+
+
+def set_state(env, qpos=None, qvel=None, free_root=None):
+    """Zero pose and velocity, then the given named joint values; returns the task's reward."""
+    physics = env.physics
+    with physics.reset_context():
+        physics.data.qpos[:] = 0.0
+        physics.data.qvel[:] = 0.0
+        if free_root is not None:  # quadruped: (height, quaternion, linear velocity)
+            z, quat, vel = free_root
+            physics.named.data.qpos["root"][:3] = (0.0, 0.0, z)
+            physics.named.data.qpos["root"][3:] = quat
+            physics.named.data.qvel["root"][:3] = vel
+        for joint, value in (qpos or {}).items():
+            physics.named.data.qpos[joint] = value
+        for joint, value in (qvel or {}).items():
+            physics.named.data.qvel[joint] = value
+    return float(env.task.get_reward(physics))
+
+
+def test_registry_and_names():
+    from envs import dmc_tasks
+    assert set(dmc_tasks.TASKS) == set(CUSTOM_TASKS)
+    assert set(CUSTOM_TASKS) <= set(valid_tasks())
+    for name in BENCHMARK:
+        parse_task(name)  # every benchmark name resolves
+    assert all(is_custom(name) for name in CUSTOM_TASKS) and is_custom("cheetah_jump_hard")
+    assert not is_custom("walker_walk") and not is_custom("cheetah_run_hard")
+    assert parse_task("walker_backflip") == ("walker", "backflip")
+    assert parse_task("cheetah_run_hard") == ("cheetah", "run_hard")
+    assert resolve_task("cheetah_run_hard") == ("cheetah", "run", 0.2)
+    assert resolve_task("walker_walk_hard") == ("walker", "walk", 0.6)
+    assert resolve_task("acrobot_swingup_hard") == ("acrobot", "swingup", 0.6)
+    assert resolve_task("quadruped_roll_fast") == ("quadruped", "roll_fast", None)
+    # dm_control's own "*_hard" tasks stay dm_control tasks, not hard variants
+    assert resolve_task("reacher_hard") == ("reacher", "hard", None)
+    assert resolve_task("finger_turn_hard") == ("finger", "turn_hard", None)
+    notes = {row.task: row.note for row in tasks({})}
+    assert notes["cheetah_run_hard"] == "hard" and notes["walker_backflip"] == "custom"
+    assert notes["walker_walk"] == ""
+
+
+@pytest.mark.parametrize("name", ["walker_fly", "walker_fly_hard", "walker_walk_backwards", "cheetah_hard"])
+def test_unknown_names_raise(name):
+    with pytest.raises(ValueError, match=f"unknown DMC task '{name}'.*cartpole_balance"):
+        DMCEnv(name, seed=0, max_action_dim=A)
+
+
+@pytest.mark.parametrize("name", list(CUSTOM_TASKS) + HARD)
+def test_task_runs(name):
+    env = DMCEnv(name, seed=0, max_action_dim=A)  # picks the GL backend before dm_control is imported
+    from dm_control.rl import control
+    from dm_control.suite import base
+    try:
+        domain = name.split("_")[0]
+        assert env.spec.embodiment == domain and env.camera == (2 if domain == "quadruped" else 0)
+        assert isinstance(env._env, control.Environment) and isinstance(env._env.task, base.Task)
+        assert env._env._step_limit == float("inf")  # episode length counted by DMCEnv
+        assert (env.hard_threshold is not None) == name.endswith("_hard")
+        obs = env.reset()
+        assert obs["is_first"] and obs["image"].shape == (64, 64, 3) and obs["image"].std() > 5.0
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            obs = env.step(rng.uniform(-1, 1, A).astype(np.float32) * env.spec.action_mask)
+            assert obs["image"].shape == (64, 64, 3) and obs["image"].std() > 5.0
+            assert not obs["is_last"] and np.isfinite(obs["reward"])
+            if env.hard_threshold is None:  # rewards in [0, 1] per frame
+                assert 0.0 <= obs["reward"] <= env.spec.action_repeat + 1e-6
+    finally:
+        env.close()
+
+
+def test_cheetah_rewards():
+    backwards, front, back, jump = (raw_env(f"cheetah_{t}") for t in ("run_backwards", "run_front", "run_back", "jump"))
+    run = raw_env("cheetah_run")
+    # run backwards: -speed / 8, capped at 1; the suite's run task gives 0 for moving backwards
+    assert set_state(backwards, qvel={"rootx": -9.0}) == pytest.approx(1.0)
+    assert set_state(run, qvel={"rootx": -9.0}) == pytest.approx(0.0)
+    assert set_state(backwards, qvel={"rootx": -4.0}) == pytest.approx(0.5, abs=0.02)
+    assert set_state(backwards, qvel={"rootx": 9.0}) == pytest.approx(0.0)
+    assert set_state(run, qvel={"rootx": 9.0}) == pytest.approx(0.9, abs=0.02)
+    # run front: nose down / back foot up (positive pitch), running forward at >= 6 m/s
+    nose_down = {"rootz": 0.55, "rooty": 1.4}
+    nose_up = {"rootz": 0.55, "rooty": -1.4}
+    assert set_state(front, nose_down, {"rootx": 7.0}) == pytest.approx(1.0, abs=1e-3)
+    assert set_state(back, nose_down, {"rootx": 7.0}) < 0.7
+    assert set_state(back, nose_up, {"rootx": 7.0}) == pytest.approx(1.0, abs=1e-3)
+    assert set_state(front, nose_up, {"rootx": 7.0}) < 0.7
+    assert set_state(front, nose_down) == pytest.approx(1 / 6, abs=1e-3)  # posture only, no speed
+    # the weights: up = (3 * raised foot term + 2 * torso term) / 5 (front foot 0.7 m, torso 1.25 m)
+    from dm_control.utils.rewards import tolerance
+    got, xpos = set_state(back, nose_down, {"rootx": 7.0}), back.physics.named.data.xpos
+    terms = [tolerance(xpos[body, "z"], bounds=(1.2, np.inf), margin=0.6) for body in ("ffoot", "torso")]
+    assert terms[0] < 0.5 < terms[1] and got == pytest.approx((3 * terms[0] + 2 * terms[1]) / 5, abs=1e-6)
+    # jump: whole body 1 m up and still -> 1; drifting at 5 m/s loses the speed sixth; floor -> low
+    assert set_state(jump, {"rootz": 1.0}) == pytest.approx(1.0, abs=1e-3)
+    assert set_state(jump, {"rootz": 1.0}, {"rootx": 5.0}) == pytest.approx(5 / 6, abs=1e-3)
+    assert set_state(jump) < 0.3
+
+
+def test_walker_rewards():
+    walk_back, run_back, flip, backflip = (raw_env(f"walker_{t}") for t in ("walk_backward", "run_backward", "flip", "backflip"))
+    walk = raw_env("walker_walk")
+    # standing (zero pose: torso at 1.3 m, upright): only the velocity term differs
+    assert set_state(walk_back, qvel={"rootx": -2.0}) == pytest.approx(1.0, abs=1e-3)
+    assert set_state(walk, qvel={"rootx": -2.0}) == pytest.approx(1 / 6, abs=1e-3)
+    assert set_state(walk_back, qvel={"rootx": 2.0}) == pytest.approx(1 / 6, abs=1e-3)
+    assert set_state(walk, qvel={"rootx": 2.0}) == pytest.approx(1.0, abs=1e-3)
+    assert set_state(run_back, qvel={"rootx": -9.0}) == pytest.approx(1.0, abs=1e-3)
+    # -2 m/s is 6 m/s short of -8 with margin 4 (linear, 0.5 at the margin): move = 0.25
+    assert set_state(run_back, qvel={"rootx": -2.0}) == pytest.approx((5 * 0.25 + 1) / 6, abs=1e-3)
+    # flips: upside down (pitch pi, feet ~2.8 m up) and moving; backflip = moving backwards
+    upside_down = {"rooty": np.pi, "rootz": 0.3}
+    assert set_state(backflip, upside_down, {"rootx": -7.0}) == pytest.approx(1.0, abs=1e-3)
+    assert set_state(flip, upside_down, {"rootx": -7.0}) == pytest.approx(1 / 6, abs=1e-3)
+    assert set_state(flip, upside_down, {"rootx": 7.0}) == pytest.approx(1.0, abs=1e-3)
+    assert set_state(backflip, upside_down, {"rootx": 7.0}) == pytest.approx(1 / 6, abs=1e-3)
+    assert set_state(backflip, qvel={"rootx": -7.0}) < 0.5  # upright: feet on the floor
+
+
+def test_quadruped_rewards():
+    stand, jump, roll, roll_fast = (raw_env(f"quadruped_{t}") for t in ("stand", "jump", "roll", "roll_fast"))
+    walk = raw_env("quadruped_walk")
+    upright, flipped, on_side = (1, 0, 0, 0), (0, 1, 0, 0), (np.sqrt(0.5), np.sqrt(0.5), 0, 0)
+    still = (0.0, 0.0, 0.0)
+    assert set_state(stand, free_root=(0.6, upright, still)) == pytest.approx(1.0)
+    assert set_state(stand, free_root=(0.6, on_side, still)) == pytest.approx(0.5, abs=1e-3)
+    assert set_state(stand, free_root=(2.0, flipped, still)) == pytest.approx(0.0, abs=1e-6)
+    # jump: COM >= 1 m and upright -> 1; upside down -> 0; on its feet -> 1 - 0.5 * (1 - com)
+    assert set_state(jump, free_root=(2.0, upright, still)) == pytest.approx(1.0)
+    assert set_state(jump, free_root=(2.0, flipped, still)) == pytest.approx(0.0, abs=1e-6)
+    low = set_state(jump, free_root=(0.6, upright, still))
+    com = jump.physics.named.data.sensordata["center_of_mass"][2]
+    assert com < 0.7 and low == pytest.approx(1 - 0.5 * (1 - com), abs=1e-3)
+    # roll: speed in ANY direction (norm of the torso velocity), unlike walk (forward x velocity)
+    assert set_state(roll, free_root=(0.6, upright, still)) == pytest.approx(0.5, abs=1e-3)
+    sideways = (0.0, -0.6, 0.0)
+    assert set_state(roll, free_root=(0.6, upright, sideways)) == pytest.approx(1.0)
+    assert set_state(walk, free_root=(0.6, upright, sideways)) == pytest.approx(0.5, abs=1e-3)
+    assert set_state(roll_fast, free_root=(0.6, upright, sideways)) == pytest.approx(1 - 0.5 * 4.4 / 5, abs=1e-3)
+    assert set_state(roll_fast, free_root=(0.6, upright, (-6.0, 0.0, 0.0))) == pytest.approx(1.0)
+    assert set_state(walk, free_root=(0.6, upright, (-6.0, 0.0, 0.0))) == pytest.approx(0.0, abs=1e-6)
+    assert set_state(roll_fast, free_root=(0.6, flipped, (-6.0, 0.0, 0.0))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_hard_rule_synthetic():
+    assert HARD_ACTION_PENALTY == 0.1
+    assert hard_reward(0.5, [3.0, 4.0], 0.6) == pytest.approx(-0.5)      # below -> 0, minus 0.1 * 5
+    assert hard_reward(0.7, [3.0, 4.0], 0.6) == pytest.approx(0.2)       # above -> kept, minus 0.5
+    assert hard_reward(0.6, [0.0, 0.0], 0.6) == pytest.approx(0.6)       # at the threshold: kept
+    assert hard_reward(0.19, np.zeros(6), 0.2) == 0.0
+    assert hard_reward(0.9, [-1.0] * 4, 0.2, penalty=0.5) == pytest.approx(0.9 - 0.5 * 2.0)
+
+
+def paired_steps(base_name, hard_name, action, steps=3):
+    """Rewards of a task and its hard variant under the same seed and the same actions."""
+    envs = [DMCEnv(base_name, seed=0, max_action_dim=A), DMCEnv(hard_name, seed=0, max_action_dim=A)]
+    try:
+        for env in envs:
+            env.reset()
+        padded = np.zeros(A, np.float32)
+        padded[: len(action)] = action
+        out = []
+        for _ in range(steps):
+            base, hard = (env.step(padded) for env in envs)
+            np.testing.assert_array_equal(base["image"], hard["image"])  # same dynamics
+            out.append((float(base["reward"]), float(hard["reward"])))
+        return out, envs[0].spec.action_repeat
+    finally:
+        for env in envs:
+            env.close()
+
+
+def test_hard_rule_real_envs():
+    # cheetah from rest with full action: run reward (speed / 10) stays below 0.2 -> only the penalty
+    action = np.ones(6, np.float32)
+    penalty = 0.1 * np.linalg.norm(action)
+    rewards, repeat = paired_steps("cheetah_run", "cheetah_run_hard", action)
+    for base, hard in rewards:
+        assert hard <= base - repeat * penalty + 1e-5
+        assert hard == pytest.approx(-repeat * penalty, abs=1e-5)
+    # cartpole balance starts near upright: every frame is above 0.6 -> base minus the penalty
+    rewards, repeat = paired_steps("cartpole_balance", "cartpole_balance_hard", np.array([0.5], np.float32))
+    for base, hard in rewards:
+        assert base > repeat * 0.6
+        assert hard == pytest.approx(base - repeat * 0.1 * 0.5, abs=1e-5)

@@ -8,6 +8,7 @@ import signal
 
 import numpy as np
 import pytest
+from conftest import check_padding_ignored
 
 from envs import env_fns, make_env
 from envs.dmc import DMCEnv, parse_task
@@ -54,15 +55,7 @@ def test_dmc_contract(task, embodiment, native, camera):
 def test_padding_dims_ignored():
     envs = [DMCEnv("cartpole_balance", seed=3, max_action_dim=A) for _ in range(2)]
     try:
-        firsts = [env.reset() for env in envs]
-        np.testing.assert_array_equal(firsts[0]["image"], firsts[1]["image"])
-        rng = np.random.default_rng(1)
-        for _ in range(5):
-            action = rng.uniform(-1, 1, A).astype(np.float32)
-            clean = action * envs[0].spec.action_mask
-            obs_clean, obs_noisy = envs[0].step(clean), envs[1].step(action)
-            assert obs_clean["reward"] == obs_noisy["reward"]
-            np.testing.assert_array_equal(obs_clean["image"], obs_noisy["image"])
+        check_padding_ignored(envs, 5, np.random.default_rng(1))
     finally:
         for env in envs:
             env.close()

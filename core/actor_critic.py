@@ -72,6 +72,7 @@ class ActorCritic(nn.Module):
         self.critic = zero_last(mlp(feat_dim, cfg.bins, cfg.layers, cfg.units))
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.retnorm = ReturnNorm(cfg.retnorm_decay)
+        self.reward_fn = None  # (wm, feats (H+1, N, F), actions (H, N, A)) -> (H, N); None: the reward head
 
     def value(self, feat: torch.Tensor, slow: bool = False) -> torch.Tensor:
         return self.twohot.decode((self.slow_critic if slow else self.critic)(feat))
@@ -92,7 +93,10 @@ class ActorCritic(nn.Module):
         c = self.cfg
         with frozen(wm), frozen(self.critic), torch.set_grad_enabled(c.grad == "dynamics"):
             feats, actions = self.imagine(wm, start, c.horizon)
-            reward = wm.predict_reward(feats[1:])                      # (H, N)
+            if self.reward_fn is None:
+                reward = wm.predict_reward(feats[1:])                  # (H, N)
+            else:
+                reward = self.reward_fn(wm, feats, actions)            # (H, N)
             cont = wm.predict_cont(feats[1:])
             cont = torch.ones_like(reward) if cont is None else cont  # (H, N)
             value = self.value(feats, slow=c.slow_target)             # (H+1, N)

@@ -2,7 +2,10 @@
 
 Extension seams used by other packages (student/, teacher/) without touching the loop:
 - ``loss_terms``: callables ``(agent, batch, post) -> {name: (B, T) loss}`` added to the world-model
-  loss with weight 1 (distillation, etc.).
+  loss (scaled by ``loss_scales[name]``, default 1): distillation, exploration ensembles, etc.
+- ``ac.reward_fn``: ``(wm, feats (H+1, N, F), actions (H, N, A)) -> (H, N)`` replaces the reward head's
+  prediction in imagination (intrinsic rewards).
+- ``attach(name, module)``: a module trained by the world-model optimiser (kept in checkpoints).
 """
 from __future__ import annotations
 
@@ -34,6 +37,15 @@ class Agent(nn.Module):
         if cfg.compile:
             from core.runtime import compile_agent
             compile_agent(self)
+
+    def attach(self, name: str, module: nn.Module) -> nn.Module:
+        """Register `module` under the world model so the world-model optimiser trains it and
+        checkpoints keep it. Call before training starts (the optimiser is rebuilt, its state empty)."""
+        if self.updates:
+            raise RuntimeError(f"attach({name!r}) after training started would reset the optimiser state")
+        self.wm.add_module(name, module.to(self.device))
+        self.wm_opt = Optimizer(self.wm.parameters(), self.cfg.wm_opt)
+        return module
 
     # ---- acting ------------------------------------------------------------------------------
     def initial_state(self, n: int) -> dict:

@@ -61,12 +61,13 @@ def conv_channels(depth: int, mults) -> list[int]:
 
 
 class ConvEncoder(nn.Module):
-    """(N, 3, 64, 64) -> (N, 4 * 4 * C_last); stride-2 4x4 convs, ChannelNorm, SiLU."""
+    """(N, 3 + K, 64, 64) -> (N, 4 * 4 * C_last); stride-2 4x4 convs, ChannelNorm, SiLU.
+    K = cond_dim extra input channels (a tiled one-hot label for the mixture teacher, else 0)."""
 
-    def __init__(self, depth: int, mults, image_size: int = 64):
+    def __init__(self, depth: int, mults, image_size: int = 64, cond_dim: int = 0):
         super().__init__()
         chans = conv_channels(depth, mults)
-        mods, inp = [], 3
+        mods, inp = [], 3 + cond_dim
         for c in chans:
             mods += [nn.Conv2d(inp, c, 4, 2, 1, bias=False), ChannelNorm(c), nn.SiLU()]
             inp = c
@@ -113,8 +114,10 @@ class ConvDecoder(nn.Module):
 class Encoder(nn.Module):
     """Observation dict -> embedding (N, E). 3-d keys (H, W, C) use the CNN, 1-d keys an MLP."""
 
-    def __init__(self, obs_shapes: dict, cnn_depth: int, cnn_mults, mlp_layers: int, mlp_units: int):
+    def __init__(self, obs_shapes: dict, cnn_depth: int, cnn_mults, mlp_layers: int, mlp_units: int,
+                 cond_dim: int = 0):
         super().__init__()
+        self.cond_dim = cond_dim
         self.image_keys = [k for k, s in obs_shapes.items() if len(s) == 3]
         self.vector_keys = [k for k, s in obs_shapes.items() if len(s) == 1]
         self.out_dim = 0
@@ -122,18 +125,23 @@ class Encoder(nn.Module):
             size = obs_shapes[self.image_keys[0]][0]
             channels = sum(obs_shapes[k][-1] for k in self.image_keys)
             assert channels == 3, "one RGB image per step is supported"
-            self.cnn = ConvEncoder(cnn_depth, cnn_mults, size)
+            self.cnn = ConvEncoder(cnn_depth, cnn_mults, size, cond_dim)
             self.out_dim += self.cnn.out_dim
         if self.vector_keys:
             dim = sum(obs_shapes[k][0] for k in self.vector_keys)
             self.mlp = mlp(dim, None, mlp_layers, mlp_units)
             self.out_dim += mlp_units
 
-    def forward(self, obs: dict) -> torch.Tensor:
-        """obs values (N, ...) already preprocessed (images CHW float) -> (N, E)."""
+    def forward(self, obs: dict, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """obs values (N, ...) already preprocessed (images CHW float) -> (N, E).
+        cond (N, K): tiled as K extra image channels (Vid2Act's task-label conditioning)."""
         parts = []
         if self.image_keys:
-            parts.append(self.cnn(obs[self.image_keys[0]]))
+            image = obs[self.image_keys[0]]  # (N, 3, H, W)
+            if self.cond_dim:
+                tiled = cond[:, :, None, None].expand(-1, -1, *image.shape[-2:])  # (N, K, H, W)
+                image = torch.cat([image, tiled.to(image.dtype)], 1)
+            parts.append(self.cnn(image))
         if self.vector_keys:
             parts.append(self.mlp(symlog(torch.cat([obs[k] for k in self.vector_keys], -1))))
         return torch.cat(parts, -1)

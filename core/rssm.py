@@ -2,6 +2,8 @@
 1% unimix and straight-through gradients, KL with free bits.
 
 A state is a dict: deter (N, D) float, stoch (N, S, C) one-hot, logits (N, S, C) log-probs.
+Optional conditioning `cond` (N, K) (the mixture teacher's one-hot task label) is concatenated to the
+action at every transition; it is never reset by is_first.
 """
 from __future__ import annotations
 
@@ -18,14 +20,15 @@ def dense(inp: int, out: int) -> nn.Sequential:
 
 class RSSM(nn.Module):
     def __init__(self, deter: int, stoch: int, classes: int, hidden: int, blocks: int,
-                 act_dim: int, embed_dim: int, unimix: float = 0.01):
+                 act_dim: int, embed_dim: int, unimix: float = 0.01, cond_dim: int = 0):
         super().__init__()
         assert deter % blocks == 0, "deter must divide into GRU blocks"
         self.deter, self.stoch, self.classes, self.blocks, self.unimix = deter, stoch, classes, blocks, unimix
         self.stoch_dim = stoch * classes
         self.feat_dim = deter + self.stoch_dim
         g = deter // blocks
-        self.in_deter, self.in_stoch, self.in_action = dense(deter, hidden), dense(self.stoch_dim, hidden), dense(act_dim, hidden)
+        self.in_deter, self.in_stoch, self.in_action = dense(deter, hidden), dense(self.stoch_dim, hidden), dense(act_dim + cond_dim, hidden)
+        self.cond_dim = cond_dim
         self.gru_hidden = BlockLinear(blocks, 3 * hidden + g, g, bias=False)
         self.gru_norm = nn.LayerNorm(g)
         self.gru_gates = BlockLinear(blocks, g, 3 * g)
@@ -66,31 +69,40 @@ class RSSM(nn.Module):
         update = torch.sigmoid(update - 1)
         return (update * cand + (1 - update) * deter.reshape(n, self.blocks, g)).reshape(n, -1)
 
-    def img_step(self, state: dict, action: torch.Tensor) -> dict:
+    @staticmethod
+    def _with_cond(action: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """action (..., A), cond (N, K) -> (..., A + K); cond broadcast over any time dim."""
+        if cond is None:
+            return action
+        cond = cond.to(action.dtype).reshape(cond.shape[0], *[1] * (action.dim() - 2), cond.shape[-1])
+        return torch.cat([action, cond.expand(*action.shape[:-1], cond.shape[-1])], -1)
+
+    def img_step(self, state: dict, action: torch.Tensor, cond: torch.Tensor | None = None) -> dict:
         """Prior step: s_{t-1}, a_t (N, A) -> s_t sampled from the prior."""
-        deter = self._gru(state["deter"], state["stoch"].flatten(1), action)
+        deter = self._gru(state["deter"], state["stoch"].flatten(1), self._with_cond(action, cond))
         stoch, logits = self._dist(self.prior(deter))
         return dict(deter=deter, stoch=stoch, logits=logits)
 
-    def obs_step(self, state: dict, action: torch.Tensor, embed: torch.Tensor, is_first: torch.Tensor) -> dict:
+    def obs_step(self, state: dict, action: torch.Tensor, embed: torch.Tensor, is_first: torch.Tensor,
+                 cond: torch.Tensor | None = None) -> dict:
         """Posterior step for acting: embed (N, E), is_first (N,) resets state and action."""
         keep = (~is_first.bool()).float()
         state = {k: v * keep.reshape(-1, *[1] * (v.dim() - 1)) for k, v in state.items()}
-        deter = self._gru(state["deter"], state["stoch"].flatten(1), action * keep[:, None])
+        deter = self._gru(state["deter"], state["stoch"].flatten(1), self._with_cond(action * keep[:, None], cond))
         stoch, logits = self._dist(self.post_out(self.post_deter(deter) + self.post_embed(embed)))
         return dict(deter=deter, stoch=stoch, logits=logits)
 
     def observe(self, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Tensor,
-                state: dict | None = None) -> tuple[dict, torch.Tensor]:
+                state: dict | None = None, cond: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
         """Posterior states over a sequence.
 
-        embed (B, T, E), action (B, T, A) = action that led to obs t, is_first (B, T).
+        embed (B, T, E), action (B, T, A) = action that led to obs t, is_first (B, T), cond (B, K).
         Returns posterior states with (B, T, ...) leaves and prior log-probs (B, T, S, C).
         """
         b, t = embed.shape[:2]
         state = state or self.initial(b, embed.device)
         keep = (~is_first.bool()).float()  # (B, T)
-        action = action * keep[..., None]
+        action = self._with_cond(action * keep[..., None], cond)  # (B, T, A + K)
         embed_part = self.post_embed(embed)  # (B, T, H), one batched matmul for all steps
         deters, stochs, logits = [], [], []
         for i in range(t):

@@ -2,7 +2,8 @@
 
 Batches are dicts of tensors with leading (B, T): image uint8 (B, T, H, W, 3), action (B, T, A)
 (the action that led to obs t, zero on is_first), reward (B, T), is_first / is_terminal (B, T),
-optional reward_mask (B, T) (1 where the reward is a real label, e.g. online data only).
+optional reward_mask (B, T) (1 where the reward is a real label, e.g. online data only),
+label (B,) int64 when the model is label-conditioned (cfg.labels = K > 0: Vid2Act's mixture teacher).
 """
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ class WorldModel(nn.Module):
     def __init__(self, obs_shapes: dict, act_dim: int, cfg):
         super().__init__()
         self.obs_shapes = {k: tuple(v) for k, v in obs_shapes.items()}
-        self.cfg = cfg
-        self.encoder = Encoder(self.obs_shapes, cfg.cnn_depth, cfg.cnn_mults, cfg.mlp_layers, cfg.units)
+        self.cfg, self.act_dim = cfg, act_dim
+        self.labels = int(cfg.get("labels", 0) or 0)  # K: one-hot task-label conditioning (0: none)
+        self.encoder = Encoder(self.obs_shapes, cfg.cnn_depth, cfg.cnn_mults, cfg.mlp_layers, cfg.units, self.labels)
         self.rssm = RSSM(cfg.deter, cfg.stoch, cfg.classes, cfg.hidden, cfg.blocks, act_dim,
-                         self.encoder.out_dim, cfg.unimix)
+                         self.encoder.out_dim, cfg.unimix, self.labels)
         self.decoder = Decoder(self.obs_shapes, cfg.deter, self.rssm.stoch_dim, cfg.blocks,
                                cfg.cnn_depth, cfg.cnn_mults, cfg.mlp_layers, cfg.units)
         feat = self.rssm.feat_dim
@@ -44,15 +46,30 @@ class WorldModel(nn.Module):
         """What reward-free pretraining learns (and what parameter counts refer to)."""
         return nn.ModuleDict(dict(encoder=self.encoder, rssm=self.rssm, decoder=self.decoder))
 
-    def embed(self, obs: dict) -> torch.Tensor:
-        """Preprocessed obs with leading (B, T) -> (B, T, E)."""
+    def cond(self, batch: dict) -> torch.Tensor | None:
+        """(B, K) one-hot label of a label-conditioned model, else None."""
+        if not self.labels:
+            return None
+        if "label" not in batch:
+            raise ValueError(f"this world model is conditioned on {self.labels} task labels: the batch needs 'label' (B,)")
+        return nn.functional.one_hot(batch["label"].long(), self.labels).float()
+
+    def embed(self, obs: dict, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Preprocessed obs with leading (B, T), cond (B, K) -> (B, T, E)."""
         b, t = next(iter(obs.values())).shape[:2]
-        return self.encoder({k: v.flatten(0, 1) for k, v in obs.items()}).reshape(b, t, -1)
+        flat_cond = None if cond is None else cond[:, None].expand(b, t, cond.shape[-1]).flatten(0, 1)  # (B*T, K)
+        return self.encoder({k: v.flatten(0, 1) for k, v in obs.items()}, flat_cond).reshape(b, t, -1)
+
+    def observe(self, batch: dict, state: dict | None = None, obs: dict | None = None) -> tuple[dict, torch.Tensor]:
+        """Posterior states (B, T, ...) and prior log-probs (B, T, S, C) of a batch (obs: preprocessed, if done)."""
+        obs = preprocess(batch, self.obs_shapes) if obs is None else obs
+        cond = self.cond(batch)
+        return self.rssm.observe(self.embed(obs, cond), batch["action"], batch["is_first"], state, cond)
 
     def loss(self, batch: dict, state: dict | None = None) -> tuple[dict, dict, dict]:
         """Returns per-step losses {name: (B, T)} (unscaled except KL), posterior states, metrics."""
         obs = preprocess(batch, self.obs_shapes)
-        post, prior_logits = self.rssm.observe(self.embed(obs), batch["action"], batch["is_first"], state)
+        post, prior_logits = self.observe(batch, state, obs)
         b, t = batch["is_first"].shape
         deter, stoch = post["deter"].flatten(0, 1), post["stoch"].flatten(2).flatten(0, 1)
         flat_obs = {k: v.flatten(0, 1) for k, v in obs.items()}

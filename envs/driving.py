@@ -57,8 +57,14 @@ TARGET = "highway"
 STEER_DEG = {"highway": 10.0, "merge": 10.0, "racetrack": 45.0, "roundabout": 45.0}
 EGO_COLOR = (50, 200, 0)
 SUPERSAMPLE = 2  # highway-env draws at 2x and averages down: 1-pixel outlines would blacken cars
+WHEELBASE_CARRACING = 3.24  # front-to-rear axle distance of the CarRacing car (gymnasium car_dynamics)
 DEFAULTS = dict(action_repeat=2, image_size=64, episode_frames=1000, sim_hz=10, collision_cost=1e-4,
                 steer_cost=1.0, vehicle_mass=1500.0, stuck_speed=0.1, stuck_seconds=5.0)
+
+
+def _wrap(angle: float) -> float:
+    """An angle in radians wrapped to [-pi, pi)."""
+    return float((angle + np.pi) % (2 * np.pi) - np.pi)
 
 
 def _load(path: str):
@@ -86,7 +92,7 @@ class _HighwayBackend:
                       scaling=image_size * SUPERSAMPLE / view_m,
                       centering_position=[ego_x, 0.5], offscreen_rendering=True)
         self.env = quiet(config=config, render_mode="rgb_array")
-        self.mass = vehicle_mass
+        self.mass, self.scenario = vehicle_mass, scenario
 
     def reset(self, seed):
         self.env.reset(seed=seed)
@@ -109,6 +115,31 @@ class _HighwayBackend:
     def render(self) -> np.ndarray:
         from PIL import Image  # noqa: PLC0415
         return np.asarray(Image.fromarray(self.env.render()).reduce(SUPERSAMPLE))  # box-filter down
+
+    def view(self, lookahead: float) -> dict:
+        """Read-only ego state for scripted drivers (DrivingEnv.driver_view)."""
+        ego, network = self.env.vehicle, self.env.road.network
+        index, lane = ego.lane_index, ego.lane
+        s, lateral = lane.local_coordinates(ego.position)
+        ahead_index, ahead_lane, ahead_s = index, lane, s + lookahead
+        for _ in range(4):  # follow the road onto the next lanes (highway-env picks the closest one)
+            if ahead_s <= ahead_lane.length:
+                break
+            next_index = network.next_lane(ahead_index, position=ego.position)
+            if next_index == ahead_index:
+                break  # the road ends: the lane is extrapolated
+            end = ahead_lane.position(ahead_lane.length, 0.0)  # lanes may join with a gap (roundabout):
+            ahead_s -= ahead_lane.length                          # continue from the end's projection
+            ahead_index, ahead_lane = next_index, network.get_lane(next_index)
+            ahead_s += ahead_lane.local_coordinates(end)[0]
+        target = ahead_lane.position(ahead_s, 0.0) - ego.position
+        front, _ = self.env.road.neighbour_vehicles(ego, index)
+        gap = np.inf if front is None else float(lane.local_coordinates(front.position)[0] - s - ego.LENGTH)
+        # highway-env's y axis points down: angles grow clockwise, i.e. to the right (+steer)
+        return dict(speed=float(ego.speed), target_angle=_wrap(np.arctan2(target[1], target[0]) - ego.heading),
+                    heading_error=_wrap(ego.heading - lane.heading_at(s)), lateral=float(lateral), gap=gap,
+                    gap_speed=np.inf if front is None else float(front.speed), wheelbase=float(ego.LENGTH),
+                    steer_rad=float(np.deg2rad(STEER_DEG[self.scenario])))
 
     def close(self):
         self.env.close()
@@ -150,6 +181,25 @@ class _CarRacingBackend:
         from PIL import Image  # noqa: PLC0415
         frame = self.env._render("state_pixels")[:84, 6:90]  # drop the 12-pixel HUD at the bottom
         return np.asarray(Image.fromarray(frame).resize((self.image_size,) * 2, Image.BILINEAR))
+
+    def view(self, lookahead: float) -> dict:
+        """Read-only ego state for scripted drivers (DrivingEnv.driver_view); the track centre line
+        (self.points, in driving order) is the lane."""
+        hull = self.env.car.hull
+        position, velocity = np.array(hull.position, np.float64), np.array(hull.linearVelocity, np.float64)
+        heading = hull.angle + np.pi / 2  # the car's forward axis is its local +y; Box2D angles grow to the left
+        i, road_dir, _ = rules.nearest_segment(self.points, position)
+        j, walked = i, 0.0
+        while walked < lookahead and j < i + len(self.points):  # walk the centre line ahead
+            walked += float(np.linalg.norm(self.points[(j + 1) % len(self.points)] - self.points[j % len(self.points)]))
+            j += 1
+        target = self.points[j % len(self.points)] - position
+        offset = position - self.points[i]
+        forward = np.array([np.cos(heading), np.sin(heading)])
+        return dict(speed=float(velocity @ forward), target_angle=-_wrap(np.arctan2(target[1], target[0]) - heading),
+                    heading_error=-_wrap(heading - np.arctan2(road_dir[1], road_dir[0])),
+                    lateral=float(offset @ np.array([road_dir[1], -road_dir[0]])), gap=np.inf, gap_speed=np.inf,
+                    wheelbase=WHEELBASE_CARRACING, steer_rad=1.0)
 
     def close(self):
         self.env.close()
@@ -202,6 +252,16 @@ class DrivingEnv:
         return make_obs(self._sim.render(), reward=reward, is_last=self._done, is_terminal=reason is not None,
                         speed=self._score.speeds[-1], distance=distance, off_road=reason == "off_road",
                         crash=reason == "crash", stuck=reason == "stuck")
+
+    def driver_view(self, lookahead: float = 10.0) -> dict:
+        """Read-only ego state for scripted drivers (teacher/policies.py), not part of the observation:
+        speed (m/s along the car's heading), target_angle (rad from the heading to the lane centre
+        `lookahead` m ahead, + = to the right, the +steer side), heading_error (rad, + = turned right of
+        the lane), lateral (m from the lane centre, + = right), gap (m to the car ahead in the lane, inf
+        if none) and gap_speed (its speed), wheelbase (m), steer_rad (wheel angle of steer = 1, rad)."""
+        if not hasattr(self, "_score"):
+            raise RuntimeError(f"{self.spec.task}: driver_view() before the first reset()")
+        return self._sim.view(float(lookahead))
 
     def close(self) -> None:
         self._sim.close()

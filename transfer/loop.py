@@ -21,6 +21,7 @@ from core.logger import Logger
 from core.replay import Replay
 from envs import REPLAY_KEYS, env_fns
 from envs.workers import EnvPool
+from transfer.components import component
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class Trainer:
             torch.set_num_threads(t.threads)
         random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
         self.device = resolve_device(cfg.device)
+        self.teacher = self._read_teacher()  # before any worker starts: a bad teacher fails fast
+        components = [component(name) for name in cfg.method.get("components") or []]
         env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
         self.envs = EnvPool(env_fns(env_cfg, cfg.task, cfg.seed, cfg.max_action_dim, t.envs), t.parallel)
         self.eval_fns = env_fns(env_cfg, cfg.task, cfg.seed + 10_000, cfg.max_action_dim, t.eval_envs)
@@ -74,6 +77,11 @@ class Trainer:
         self.frames_per_step = self.spec.action_repeat
         size = self.spec.image_size
         self.agent = Agent({"image": (size, size, 3)}, self.spec.action_mask, cfg.model, self.device)
+        if self.teacher is not None and cfg.method.init_from_teacher:
+            from teacher.model import load_pretrained
+            load_pretrained(self.agent.wm, self.teacher)  # a resumed run then loads its own weights
+        for attach in components:
+            attach(self)  # switches a part on: loss term, reward, batch source, prior...
         self.replay = Replay(self.dir / "replay", t.replay_capacity, t.envs, (size, size, 3),
                              cfg.max_action_dim, seed=cfg.seed)
         self.step, self.episodes, self.update_budget = 0, 0, 0.0
@@ -82,6 +90,21 @@ class Trainer:
             self._resume()
         self.logger = Logger(self.dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True),
                              t.steps, self.step, self.wandb_id)
+
+    def _read_teacher(self) -> dict | None:
+        """teacher=PATH: read the teacher file; methods that start from it take its architecture."""
+        cfg = self.cfg
+        if not cfg.get("teacher"):
+            if cfg.method.get("init_from_teacher"):
+                raise ValueError(f"method={cfg.method.name} starts from a pretrained world model: pass teacher=PATH "
+                                 f"(the teacher.pt written by `python -m teacher.pretrain dataset=DIR`)")
+            return None
+        from teacher.model import apply_teacher_arch, read_teacher
+        info = read_teacher(cfg.teacher)
+        if cfg.method.get("init_from_teacher"):
+            for note in apply_teacher_arch(cfg, info):
+                log.info("architecture from the teacher: %s", note)
+        return info
 
     # ---- checkpointing -----------------------------------------------------------------------
     def save(self):

@@ -1,0 +1,115 @@
+"""Reward-free exploration for offline-data collection (Plan2Explore-style ensemble disagreement).
+
+Component `disagreement` (method=explore): an ensemble of K MLP heads predicts the next posterior
+stochastic state from (feature_t, action_{t+1}); it trains with the world model (loss term), and
+the actor maximises, in imagination, the ensemble's disagreement (variance across heads, mean over
+dims) instead of the task reward. Rewards are still recorded by the env, but never drive behaviour.
+
+`collect(args, writer)` (python -m teacher.collect --suite dmc --policy explore ...) trains one such
+agent per task with the ONE training loop, in DATASET/explore_runs/<task>-seed<S> (resumable), and
+appends its replay episodes to the dataset (policy "explore"; each replay file is imported once).
+"""
+from __future__ import annotations
+
+import logging
+import pathlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.nets import mlp
+
+log = logging.getLogger(__name__)
+
+
+class Disagreement(nn.Module):
+    def __init__(self, feat_dim: int, act_dim: int, target_dim: int, heads: int, layers: int, units: int):
+        super().__init__()
+        self.heads = nn.ModuleList(mlp(feat_dim + act_dim, target_dim, layers, units) for _ in range(heads))
+
+    def predict(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """feat (..., F), action (..., A) -> (K, ..., S*C) predictions of the next stochastic state."""
+        x = torch.cat([feat, action], -1)
+        return torch.stack([h(x) for h in self.heads])
+
+    def loss(self, agent, batch: dict, post: dict) -> dict:
+        """Loss term: every head regresses the next posterior stoch; (B, T) with the last step zero."""
+        feat = agent.wm.rssm.feat(post).detach()                          # (B, T, F)
+        target = post["stoch"].flatten(-2).detach()                       # (B, T, S*C)
+        pred = self.predict(feat[:, :-1], batch["action"][:, 1:])         # (K, B, T-1, S*C)
+        err = ((pred - target[:, 1:]) ** 2).sum(-1).mean(0)               # (B, T-1)
+        err = err * (~batch["is_first"][:, 1:].bool()).float()            # no target across a reset
+        return {"disagreement": torch.cat([err, torch.zeros_like(err[:, :1])], 1)}
+
+    def reward(self, wm, feats: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Intrinsic reward of imagined transitions: feats (H+1, N, F), actions (H, N, A) -> (H, N)."""
+        with torch.no_grad():
+            return self.predict(feats[:-1], actions).var(0).mean(-1)
+
+
+def attach(trainer) -> None:
+    """Switch the agent of a transfer.loop.Trainer to reward-free exploration."""
+    agent, c = trainer.agent, trainer.cfg.method.explore
+    rssm = agent.wm.rssm
+    module = Disagreement(rssm.feat_dim, agent.act_dim, rssm.stoch_dim, c.heads, c.layers, c.units)
+    agent.attach("disagreement", module)
+    agent.loss_terms.append(module.loss)
+    agent.ac.reward_fn = module.reward
+
+
+def explore_config(task: str, seed: int, frames: int, run_dir: str, overrides: list[str]):
+    """The transfer.run config of one exploration run (method=explore, model=tiny by default)."""
+    from hydra import compose, initialize_config_dir
+    root = pathlib.Path(__file__).resolve().parents[1] / "configs"
+    with initialize_config_dir(config_dir=str(root), version_base=None):
+        return compose("config", overrides=["method=explore", "env=dmc", "model=tiny", f"task={task}",
+                                            f"seed={seed}", f"trainer.steps={frames}", f"run_dir={run_dir}",
+                                            "trainer.final_eval_episodes=1", *overrides])
+
+
+def import_replay(run_dir: pathlib.Path, writer, meta: dict, native_dim: int) -> tuple[int, int]:
+    """Append every not-yet-imported replay episode file of a run; returns (episodes, transitions)."""
+    episodes = transitions = 0
+    for path in sorted((run_dir / "replay").glob("*.npz")):
+        source = f"{run_dir.name}/{path.name}"
+        if source in writer.done_sources:
+            continue
+        with np.load(path) as f:
+            data = {k: f[k] for k in ("image", "action", "reward", "is_first", "is_last", "is_terminal")}
+        starts = list(np.flatnonzero(data["is_first"])) + [len(data["reward"])]
+        for a, b in zip(starts[:-1], starts[1:]):  # one trajectory per COMPLETE episode (ends at is_last)
+            if b - a < 2 or not data["is_last"][b - 1]:
+                continue
+            traj = dict(image=data["image"][a:b], action=data["action"][a:b, :native_dim].copy(),
+                        reward=data["reward"][a:b], is_terminal=data["is_terminal"][a:b])
+            traj["action"][0] = 0.0
+            writer.add(traj, {**meta, "source": source, "job": f"{source}:{a}"})
+            episodes, transitions = episodes + 1, transitions + b - a - 1
+    writer.flush()
+    return episodes, transitions
+
+
+def collect(args, writer) -> None:
+    """Called by teacher.collect for --policy explore: one exploration run per task."""
+    from transfer.loop import Trainer
+    if args.suite != "dmc":
+        raise ValueError("--policy explore is for DMC (--suite dmc); use expert/driver/autopilot/random elsewhere")
+    overrides = list(getattr(args, "explore_overrides", None) or [])
+    overrides += [f"env.{kv}" for kv in (getattr(args, "env_config", None) or [])]
+    for task in args.tasks:
+        run_dir = pathlib.Path(args.dataset) / "explore_runs" / f"{task}-seed{args.seed}"
+        cfg = explore_config(task, args.seed, 0, str(run_dir), overrides)
+        frames = args.episodes * cfg.env.episode_frames + cfg.env.action_repeat  # +1 step stores the last obs
+        cfg.trainer.steps = frames
+        trainer = Trainer(cfg, run_dir)
+        try:
+            if trainer.step < frames:
+                log.info("exploring %s for %d frames in %s", task, frames, run_dir)
+                trainer.run()
+        finally:
+            trainer.close()
+        spec = trainer.spec
+        meta = dict(suite="dmc", task=task, embodiment=spec.embodiment, policy="explore", noise=None, seed=args.seed)
+        n, steps = import_replay(run_dir, writer, meta, spec.native_action_dim)
+        log.info("%s: imported %d exploration episodes (%d transitions)", task, n, steps)

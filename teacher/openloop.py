@@ -1,0 +1,59 @@
+"""Open-loop video prediction of a world model: observe `context` frames, then imagine the rest
+from the recorded actions through the prior, and save a grid (truth row above model row per sample)."""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import torch
+
+from core.world_model import WorldModel
+
+
+@torch.no_grad()
+def predict(wm: WorldModel, batch: dict, context: int) -> tuple[np.ndarray, np.ndarray]:
+    """batch leaves (B, T, ...) on wm's device. Returns truth and prediction, uint8 (B, T, H, W, 3):
+    posterior reconstructions for t < context, open-loop prior predictions after."""
+    cond = wm.cond(batch)
+    head = {k: batch[k][:, :context] for k in ("image", "action", "is_first")}  # (B, context, ...)
+    if cond is not None:
+        head["label"] = batch["label"]
+    post, _ = wm.observe(head)
+    state = {k: v[:, -1] for k, v in post.items()}
+    deters, stochs = [post["deter"]], [post["stoch"]]
+    for t in range(context, batch["action"].shape[1]):
+        state = wm.rssm.img_step(state, batch["action"][:, t], cond)
+        deters.append(state["deter"][:, None]), stochs.append(state["stoch"][:, None])
+    deter, stoch = torch.cat(deters, 1), torch.cat(stochs, 1)  # (B, T, D), (B, T, S, C)
+    b, t = deter.shape[:2]
+    image = wm.decoder.cnn(deter.flatten(0, 1), stoch.flatten(2).flatten(0, 1))  # (B*T, 3, H, W)
+    image = image.reshape(b, t, *image.shape[1:]).permute(0, 1, 3, 4, 2)
+    pred = ((image.float() + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    truth = batch["image"].cpu().numpy()
+    return truth, pred
+
+
+def error_per_step(wm: WorldModel, batch: dict, context: int) -> np.ndarray:
+    """Mean squared pixel error (images in [-0.5, 0.5]) per time step, averaged over the batch: (T,)."""
+    truth, pred = predict(wm, batch, context)
+    diff = (truth.astype(np.float32) - pred.astype(np.float32)) / 255.0
+    return (diff ** 2).mean((0, 2, 3, 4))
+
+
+def save_grid(path, truth: np.ndarray, pred: np.ndarray, context: int, samples: int = 4) -> pathlib.Path:
+    """Rows: truth / model for each of `samples` sequences; a red bar marks where imagination starts."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    rows = []
+    for i in range(min(samples, len(truth))):
+        for video in (truth[i], pred[i]):
+            frames = [f.copy() for f in video]  # (H, W, 3) each
+            if context < len(frames):
+                frames[context][:, :2] = (255, 0, 0)
+            rows.append(np.concatenate(frames, 1))  # (H, T*W, 3)
+    grid = np.concatenate(rows, 0)
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt.imsave(path, grid)
+    return path

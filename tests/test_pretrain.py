@@ -1,0 +1,155 @@
+"""Teacher pretraining (generalist and mixture), DDP gradients, teacher files and transfer.run teacher=PATH."""
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from conftest import ROOT, compose
+from envs import make_env
+from envs.list import suite_config
+from teacher.dataset import DatasetWriter, OfflineDataset
+from teacher.model import build_teacher, read_teacher
+from teacher.pretrain import Pretrainer
+
+A = 12
+
+
+def pretrain_cfg(dataset, run_dir, *overrides):
+    from hydra import compose as hydra_compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        return hydra_compose("pretrain", overrides=[
+            f"dataset={dataset}", f"run_dir={run_dir}", "model=tiny", "batch_size=4", "batch_length=12",
+            "workers=0", "heldout=0.25", "eval_batches=2", "openloop.context=4", "openloop.samples=2",
+            "logger.wandb=disabled", "logger.progress=false", "device=cpu", *overrides])
+
+
+def collect_random(root, tasks=("cartpole_balance", "reacher_easy"), episodes=4, frames=60, seed=0):
+    """Real DMC data from a uniform random policy, written with the dataset writer."""
+    cfg = {**suite_config("dmc"), "episode_frames": frames}
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(root) as writer:
+        for task in tasks:
+            env = make_env(cfg, task, seed, A)
+            for ep in range(episodes):
+                obs, images, actions = env.reset(), [], []
+                images.append(obs["image"]), actions.append(np.zeros(env.spec.native_action_dim, np.float32))
+                while not obs["is_last"]:
+                    a = rng.uniform(-1, 1, A).astype(np.float32) * env.spec.action_mask
+                    obs = env.step(a)
+                    images.append(obs["image"]), actions.append(a[: env.spec.native_action_dim])
+                writer.add(dict(image=np.stack(images), action=np.stack(actions)),
+                           dict(suite="dmc", task=task, embodiment=env.spec.embodiment, policy="random",
+                                noise=None, seed=seed * 100 + ep))
+            env.close()
+    return root
+
+
+@pytest.fixture(scope="module")
+def dmc_data(tmp_path_factory):
+    return collect_random(tmp_path_factory.mktemp("data"))
+
+
+def test_generalist_pretraining_lowers_heldout_loss_and_resumes(dmc_data, tmp_path):
+    cfg = pretrain_cfg(dmc_data, tmp_path, "steps=40", "eval_every=40", "log_every=20")
+    trainer = Pretrainer(cfg, tmp_path)
+    assert trainer.wm.reward is None and trainer.wm.labels == 0
+    before = trainer.evaluate()
+    after = trainer.run()
+    assert trainer.step == 40
+    assert after["heldout/loss"] < 0.8 * before["heldout/loss"], (before, after)
+    assert after["heldout/rec_image"] < before["heldout/rec_image"]
+    assert sorted(p.name for p in (tmp_path / "openloop").glob("*.png"))  # open-loop grids
+    info = read_teacher(tmp_path / "teacher.pt")
+    assert info["kind"] == "generalist" and info["act_dim"] == A and info["step"] == 40
+    wm = build_teacher(info)
+    assert all(torch.equal(a, b) for a, b in zip(wm.pretrained_modules().state_dict().values(),
+                                                  trainer.wm.pretrained_modules().state_dict().values()))
+    # rerun with more steps: resumes at 40
+    again = Pretrainer(pretrain_cfg(dmc_data, tmp_path, "steps=45", "eval_every=1000", "log_every=5"), tmp_path)
+    assert again.step == 40
+    again.run()
+    assert again.step == 45
+
+
+def test_mixture_teacher_is_label_conditioned(dmc_data, tmp_path):
+    cfg = pretrain_cfg(dmc_data, tmp_path, "kind=mixture", "steps=3", "eval_every=3")
+    trainer = Pretrainer(cfg, tmp_path)
+    assert trainer.labels == ["cartpole_balance", "reacher_easy"] and trainer.wm.labels == 2
+    trainer.run()
+    info = read_teacher(tmp_path / "teacher.pt")
+    assert info["kind"] == "mixture" and info["labels"] == trainer.labels
+    wm = build_teacher(info)
+    batch = {k: torch.as_tensor(v) for k, v in trainer.data.sample(2, 6, np.random.default_rng(0)).items()}
+    torch.manual_seed(0)
+    post0, _ = wm.observe({**batch, "label": torch.zeros(2, dtype=torch.long)})
+    torch.manual_seed(0)
+    post1, _ = wm.observe({**batch, "label": torch.ones(2, dtype=torch.long)})
+    assert not torch.allclose(post0["deter"][:, 1:], post1["deter"][:, 1:])  # the label reaches encoder + transition
+    with pytest.raises(ValueError, match="label"):
+        wm.observe({k: v for k, v in batch.items() if k != "label"})
+
+
+def _ddp_worker(rank, world, store, dataset, run_dir, halves, out):
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    trainer = Pretrainer(pretrain_cfg(dataset, run_dir, "steps=1"), run_dir, rank, world)
+    torch.manual_seed(100 + rank)
+    trainer.grads(halves[rank])
+    if rank == 0:
+        torch.save([p.grad.clone() for p in trainer.wm.parameters()], out)
+    dist.destroy_process_group()
+
+
+def test_ddp_gradients_match_single_process(dmc_data, tmp_path):
+    """2 gloo processes, each on its half of a batch, average to the single-process gradient."""
+    data = OfflineDataset(dmc_data, max_action_dim=A)
+    batch = data.sample(4, 10, np.random.default_rng(3))
+    halves = [{k: v[:2] for k, v in batch.items()}, {k: v[2:] for k, v in batch.items()}]
+    single = Pretrainer(pretrain_cfg(dmc_data, tmp_path / "single", "steps=1"), tmp_path / "single")
+    total = None
+    for rank in range(2):
+        torch.manual_seed(100 + rank)
+        single.grads(halves[rank])
+        grads = [p.grad.clone() for p in single.wm.parameters()]
+        total = grads if total is None else [a + b for a, b in zip(total, grads)]
+    expected = [g / 2 for g in total]
+    out = tmp_path / "ddp_grads.pt"
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), str(dmc_data), str(tmp_path / "ddp"), halves, str(out)),
+             nprocs=2, join=True)
+    got = torch.load(out)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)  # fp32 sums in another order
+
+
+def test_transfer_run_rebuilds_the_teacher(dmc_data, tmp_path):
+    from transfer.loop import Trainer
+    cfg = pretrain_cfg(dmc_data, tmp_path / "t", "steps=2", "eval_every=2", "model.wm.deter=64", "model.wm.hidden=64")
+    Pretrainer(cfg, tmp_path / "t").run()
+    path = tmp_path / "t" / "teacher.pt"
+    run = compose("preset=quick", "method=finetune", f"teacher={path}", "env.episode_frames=20",
+                  f"run_dir={tmp_path / 'run'}", "logger.wandb=disabled", "trainer.parallel=false")
+    assert run.model.wm.deter == 128  # the user did not repeat the teacher's model flags
+    trainer = Trainer(run, tmp_path / "run")
+    try:
+        assert trainer.agent.wm.rssm.deter == 64
+        teacher = build_teacher(read_teacher(path))
+        for (k, a), b in zip(trainer.agent.wm.pretrained_modules().state_dict().items(),
+                             teacher.pretrained_modules().state_dict().values()):
+            assert torch.equal(a, b), k
+    finally:
+        trainer.close()
+    bad = compose("preset=quick", "method=finetune", f"teacher={path}", "max_action_dim=6",
+                  f"run_dir={tmp_path / 'bad'}", "logger.wandb=disabled", "trainer.parallel=false")
+    with pytest.raises(ValueError, match="max_action_dim=12"):
+        Trainer(bad, tmp_path / "bad")
+    not_teacher = tmp_path / "run" / "checkpoint.pt"
+    torch.save({"agent": {}}, not_teacher)
+    with pytest.raises(ValueError, match="not a teacher"):
+        read_teacher(not_teacher)
+    with pytest.raises(ValueError, match="teacher=PATH"):
+        Trainer(compose("preset=quick", "method=finetune", f"run_dir={tmp_path / 'none'}"), tmp_path / "none")

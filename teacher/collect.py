@@ -59,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--env-config", nargs="*", default=[], metavar="KEY=VALUE",
                    help="overrides of configs/env/<suite>.yaml, e.g. episode_frames=200")
     p.add_argument("--agent-run", help="--policy agent: a `python -m transfer.run` run directory")
+    p.add_argument("--run-config", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="--policy explore: transfer.run overrides of the exploration runs, e.g. model=small "
+                        "trainer.train_ratio=512 (default: model=tiny trainer=quick)")
     p.add_argument("--shard-mb", type=float, default=256, help="dataset shard size")
     p.add_argument("--flush-seconds", type=float, default=120,
                    help="write finished episodes to disk at least this often (what a kill can lose)")

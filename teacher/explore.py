@@ -59,11 +59,11 @@ def attach(trainer) -> None:
 
 
 def explore_config(task: str, seed: int, frames: int, run_dir: str, overrides: list[str]):
-    """The transfer.run config of one exploration run (method=explore, model=tiny by default)."""
+    """The transfer.run config of one exploration run (method=explore; model=tiny, trainer=quick unless overridden)."""
     from hydra import compose, initialize_config_dir
     root = pathlib.Path(__file__).resolve().parents[1] / "configs"
     with initialize_config_dir(config_dir=str(root), version_base=None):
-        return compose("config", overrides=["method=explore", "env=dmc", "model=tiny", f"task={task}",
+        return compose("config", overrides=["method=explore", "env=dmc", "model=tiny", "trainer=quick", f"task={task}",
                                             f"seed={seed}", f"trainer.steps={frames}", f"run_dir={run_dir}",
                                             "trainer.final_eval_episodes=1", *overrides])
 
@@ -95,7 +95,7 @@ def collect(args, writer) -> None:
     from transfer.loop import Trainer
     if args.suite != "dmc":
         raise ValueError("--policy explore is for DMC (--suite dmc); use expert/driver/autopilot/random elsewhere")
-    overrides = list(getattr(args, "explore_overrides", None) or [])
+    overrides = list(getattr(args, "run_config", None) or [])
     overrides += [f"env.{kv}" for kv in (getattr(args, "env_config", None) or [])]
     for task in args.tasks:
         run_dir = pathlib.Path(args.dataset) / "explore_runs" / f"{task}-seed{args.seed}"

@@ -32,7 +32,7 @@ def test_disagreement_reward_is_ensemble_variance():
 def test_explore_collect_trains_and_imports_episodes(tmp_path):
     args = types.SimpleNamespace(suite="dmc", tasks=["cartpole_balance"], episodes=2, seed=0, dataset=str(tmp_path),
                                  env_config=["action_repeat=2", "episode_frames=60"],
-                                 explore_overrides=[o for o in FAST if not o.startswith("env.")])
+                                 run_config=[o for o in FAST if not o.startswith("env.")])
     with DatasetWriter(tmp_path) as writer:
         collect(args, writer)
     run = tmp_path / "explore_runs" / "cartpole_balance-seed0"

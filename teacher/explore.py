@@ -68,24 +68,44 @@ def explore_config(task: str, seed: int, frames: int, run_dir: str, overrides: l
                                             "trainer.final_eval_episodes=1", *overrides])
 
 
+KEYS = ("image", "action", "reward", "is_first", "is_last", "is_terminal")
+
+
+def replay_episodes(run_dir: pathlib.Path):
+    """Complete episodes of a run's replay, in order, per env stream: yields (job id, {key: (L, ...)}).
+    Replay files split an episode at checkpoints, so a partial episode is carried into the next file;
+    an episode still running at the end (no is_last) is left out."""
+    files = sorted((run_dir / "replay").glob("s*.npz"))
+    for stream in sorted({f.name[:3] for f in files}):
+        carry, carry_id = None, None
+        for path in (f for f in files if f.name.startswith(stream)):
+            with np.load(path) as f:
+                data = {k: f[k] for k in KEYS}
+            starts = list(np.flatnonzero(data["is_first"]))
+            bounds = [0, *starts] if not starts or starts[0] != 0 else starts
+            for a, b in zip(bounds, bounds[1:] + [len(data["reward"])]):
+                piece = {k: v[a:b] for k, v in data.items()}
+                if piece["is_first"][0]:
+                    carry, carry_id = piece, f"{run_dir.name}/{path.name}:{a}"
+                elif carry is not None:  # the continuation of the carried episode
+                    carry = {k: np.concatenate([carry[k], piece[k]]) for k in KEYS}
+                if carry is not None and carry["is_last"][-1]:
+                    yield carry_id, carry
+                    carry = None
+
+
 def import_replay(run_dir: pathlib.Path, writer, meta: dict, native_dim: int) -> tuple[int, int]:
-    """Append every not-yet-imported replay episode file of a run; returns (episodes, transitions)."""
+    """Append every complete, not-yet-imported episode of a run's replay; returns (episodes, transitions)."""
     episodes = transitions = 0
-    for path in sorted((run_dir / "replay").glob("*.npz")):
-        source = f"{run_dir.name}/{path.name}"
-        if source in writer.done_sources:
+    done = writer.done_jobs
+    for job, ep in replay_episodes(run_dir):
+        if job in done or len(ep["reward"]) < 2:
             continue
-        with np.load(path) as f:
-            data = {k: f[k] for k in ("image", "action", "reward", "is_first", "is_last", "is_terminal")}
-        starts = list(np.flatnonzero(data["is_first"])) + [len(data["reward"])]
-        for a, b in zip(starts[:-1], starts[1:]):  # one trajectory per COMPLETE episode (ends at is_last)
-            if b - a < 2 or not data["is_last"][b - 1]:
-                continue
-            traj = dict(image=data["image"][a:b], action=data["action"][a:b, :native_dim].copy(),
-                        reward=data["reward"][a:b], is_terminal=data["is_terminal"][a:b])
-            traj["action"][0] = 0.0
-            writer.add(traj, {**meta, "source": source, "job": f"{source}:{a}"})
-            episodes, transitions = episodes + 1, transitions + b - a - 1
+        traj = dict(image=ep["image"], action=ep["action"][:, :native_dim].copy(), reward=ep["reward"],
+                    is_terminal=ep["is_terminal"])
+        traj["action"][0] = 0.0
+        writer.add(traj, {**meta, "source": job.split(":")[0], "job": job})
+        episodes, transitions = episodes + 1, transitions + len(ep["reward"]) - 1
     writer.flush()
     return episodes, transitions
 

@@ -63,3 +63,24 @@ def test_explore_method_uses_the_intrinsic_reward(tmp_path):
     with pytest.raises(ValueError, match="unknown method component"):
         Trainer(compose("preset=quick", "method=explore", "method.components=[nope]", f"run_dir={tmp_path}/x"),
                 tmp_path / "x")
+
+
+def test_replay_episodes_are_stitched_across_checkpoint_files(tmp_path):
+    """Checkpoints split an episode over replay files: it is imported once, whole; a running one is not."""
+    from teacher.explore import replay_episodes
+    (tmp_path / "replay").mkdir()
+
+    def save(name, flags):  # flags: "f" first, "l" last, "." middle
+        n = len(flags)
+        np.savez(tmp_path / "replay" / name, image=np.full((n, 2, 2, 3), len(name), np.uint8),
+                 action=np.ones((n, 3), np.float32), reward=np.arange(n, dtype=np.float32),
+                 is_first=np.array([c == "f" for c in flags]), is_last=np.array([c == "l" for c in flags]),
+                 is_terminal=np.zeros(n, bool))
+    save("s00-0000000-4.npz", "f..l")
+    save("s00-0000001-3.npz", "f..")     # checkpoint in the middle of episode 2
+    save("s00-0000002-5.npz", ".lf..")   # its end, then episode 3 still running
+    episodes = list(replay_episodes(tmp_path))
+    assert [job.split("/")[-1] for job, _ in episodes] == ["s00-0000000-4.npz:0", "s00-0000001-3.npz:0"]
+    assert [len(ep["reward"]) for _, ep in episodes] == [4, 5]
+    second = episodes[1][1]
+    assert second["is_first"][0] and second["is_last"][-1] and second["is_first"].sum() == 1

@@ -180,6 +180,8 @@ class Pretrainer:
         batches = self.data.loader(c.batch_size, c.batch_length, workers=c.workers,
                                    seed=c.seed * 1000 + 100 * self.rank + self.step)
         self.last_save, window, t0, result = time.time(), [], time.time(), {}
+        if main and self.step == 0 and c.eval_every:  # the untrained model's held-out losses: the curve's start
+            logger.write(0, self.evaluate())
         try:
             while self.step < c.steps:
                 window.append(self.update(next(batches)))

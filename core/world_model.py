@@ -78,8 +78,9 @@ class WorldModel(nn.Module):
         losses["kl"], metrics = self.rssm.kl_loss(post["logits"], prior_logits, c.free_nats, c.dyn_scale, c.rep_scale)
         feat = self.rssm.feat(post)  # (B, T, F)
         if self.reward is not None:
-            mask = batch.get("reward_mask", torch.ones_like(batch["reward"]))
-            losses["reward"] = self.twohot.loss(self.reward(feat), batch["reward"]) * mask
+            mask = batch.get("reward_mask", torch.ones_like(batch["reward"]))  # (B, T) 1: a real reward label
+            # mean over labelled steps only (e.g. the online rows of a rehearsal batch)
+            losses["reward"] = self.twohot.loss(self.reward(feat), batch["reward"]) * mask / mask.mean().clamp(min=1e-6)
         if self.cont is not None:
             target = 1.0 - batch["is_terminal"].float()
             losses["cont"] = nn.functional.binary_cross_entropy_with_logits(

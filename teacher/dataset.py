@@ -234,6 +234,10 @@ class OfflineDataset:
     def __len__(self) -> int:
         return len(self.meta)
 
+    def subset(self, indices) -> OfflineDataset:
+        """A view of trajectories `indices` (e.g. retrieved ones) with the same labels and action dim."""
+        return copy.copy(self)._use([self.meta[int(i)] for i in indices], self.labels)
+
     def split(self, fraction: float, seed: int = 0) -> tuple[OfflineDataset, OfflineDataset]:
         """(train, heldout) with the same labels and action dim: a trajectory is held out when a hash of
         (seed, id) is below fraction, so its side never changes as the dataset grows (at least one held)."""

@@ -34,3 +34,38 @@ def check_padding_ignored(envs, steps, rng, scale=1.0):
         clean, dirty = envs[0].step(noisy * envs[0].spec.action_mask), envs[1].step(noisy)
         assert clean["reward"] == dirty["reward"]
         np.testing.assert_array_equal(clean["image"], dirty["image"])
+
+
+def pretrain_cfg(dataset, run_dir, *overrides):
+    """`python -m teacher.pretrain` config for a tiny, fast pretraining run."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        return hydra_compose("pretrain", overrides=[
+            f"dataset={dataset}", f"run_dir={run_dir}", "model=tiny", "batch_size=4", "batch_length=12",
+            "workers=0", "heldout=0.25", "eval_batches=2", "openloop.context=4", "openloop.samples=2",
+            "logger.wandb=disabled", "logger.progress=false", "device=cpu", *overrides])
+
+
+def collect_random(root, tasks=("cartpole_balance", "reacher_easy"), episodes=4, frames=60, seed=0, suite="dmc"):
+    """Real env data from a uniform random policy, written with the dataset writer."""
+    import numpy as np
+    from envs import make_env
+    from envs.list import suite_config
+    from teacher.dataset import DatasetWriter
+    cfg = {**suite_config(suite), "episode_frames": frames}
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(root) as writer:
+        for task in tasks:
+            env = make_env(cfg, task, seed, 12)
+            for ep in range(episodes):
+                obs, images, actions = env.reset(), [], []
+                images.append(obs["image"]), actions.append(np.zeros(env.spec.native_action_dim, np.float32))
+                while not obs["is_last"]:
+                    a = rng.uniform(-1, 1, 12).astype(np.float32) * env.spec.action_mask
+                    obs = env.step(a)
+                    images.append(obs["image"]), actions.append(a[: env.spec.native_action_dim])
+                writer.add(dict(image=np.stack(images), action=np.stack(actions)),
+                           dict(suite=suite, task=task, embodiment=env.spec.embodiment, policy="random",
+                                noise=None, seed=seed * 100 + ep))
+            env.close()
+    return root

@@ -8,44 +8,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import ROOT, compose
-from envs import make_env
-from envs.list import suite_config
-from teacher.dataset import DatasetWriter, OfflineDataset
+from conftest import collect_random, compose, pretrain_cfg
+from teacher.dataset import OfflineDataset
 from teacher.model import build_teacher, read_teacher
 from teacher.pretrain import Pretrainer
 
 A = 12
-
-
-def pretrain_cfg(dataset, run_dir, *overrides):
-    from hydra import compose as hydra_compose, initialize_config_dir
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-        return hydra_compose("pretrain", overrides=[
-            f"dataset={dataset}", f"run_dir={run_dir}", "model=tiny", "batch_size=4", "batch_length=12",
-            "workers=0", "heldout=0.25", "eval_batches=2", "openloop.context=4", "openloop.samples=2",
-            "logger.wandb=disabled", "logger.progress=false", "device=cpu", *overrides])
-
-
-def collect_random(root, tasks=("cartpole_balance", "reacher_easy"), episodes=4, frames=60, seed=0):
-    """Real DMC data from a uniform random policy, written with the dataset writer."""
-    cfg = {**suite_config("dmc"), "episode_frames": frames}
-    rng = np.random.default_rng(seed)
-    with DatasetWriter(root) as writer:
-        for task in tasks:
-            env = make_env(cfg, task, seed, A)
-            for ep in range(episodes):
-                obs, images, actions = env.reset(), [], []
-                images.append(obs["image"]), actions.append(np.zeros(env.spec.native_action_dim, np.float32))
-                while not obs["is_last"]:
-                    a = rng.uniform(-1, 1, A).astype(np.float32) * env.spec.action_mask
-                    obs = env.step(a)
-                    images.append(obs["image"]), actions.append(a[: env.spec.native_action_dim])
-                writer.add(dict(image=np.stack(images), action=np.stack(actions)),
-                           dict(suite="dmc", task=task, embodiment=env.spec.embodiment, policy="random",
-                                noise=None, seed=seed * 100 + ep))
-            env.close()
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import importlib
 
 COMPONENTS = {
     "disagreement": "teacher.explore:attach",   # reward-free exploration (ensemble disagreement)
+    "gsa": "student.gsa:attach",                # retrieval rehearsal + execution guidance
 }
 
 

@@ -80,16 +80,23 @@ class Trainer:
         if self.teacher is not None and cfg.method.init_from_teacher:
             from teacher.model import load_pretrained
             load_pretrained(self.agent.wm, self.teacher)  # a resumed run then loads its own weights
-        for attach in components:
-            attach(self)  # switches a part on: loss term, reward, batch source, prior...
         self.replay = Replay(self.dir / "replay", t.replay_capacity, t.envs, (size, size, 3),
                              cfg.max_action_dim, seed=cfg.seed)
+        # Seams that method components (transfer/components.py) set; the loop never asks which method runs:
+        self.batch_source = self.replay.sample  # (B, T) -> world-model batch of numpy arrays
+        self.acting_hooks: list = []    # (trainer, obs list, actions (N, A) np) -> executed actions (N, A)
+        self.log_sources: list = []     # () -> {name: float}, merged into each train log row
+        self.logger_rows: list = []     # {name: float} rows written once the logger exists (setup results)
+        for attach in components:
+            attach(self)  # switches a part on: loss term, reward, batch source, prior...
         self.step, self.episodes, self.update_budget = 0, 0, 0.0
         self.next_eval, self.wandb_id = t.eval_every, None
         if self.ckpt_path.exists():
             self._resume()
         self.logger = Logger(self.dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True),
                              t.steps, self.step, self.wandb_id)
+        for row in self.logger_rows:
+            self.logger.write(self.step, row)
 
     def _read_teacher(self) -> dict | None:
         """teacher=PATH: read the teacher file; methods that start from it take its architecture."""
@@ -143,7 +150,9 @@ class Trainer:
             action, state = self.agent.policy(batch_obs, state, explore=True)
             if self.step < t.warmup:
                 action = np.random.uniform(-1, 1, action.shape).astype(np.float32) * mask
-                state["action"] = torch.as_tensor(action, device=self.device)  # feed what was executed
+            for hook in self.acting_hooks:  # e.g. execution guidance by a prior
+                action = hook(self, obs, action)
+            state["action"] = torch.as_tensor(action, device=self.device)  # the RSSM sees what was executed
             for i, o in enumerate(obs):
                 if o["is_first"]:
                     prev_action[i] = 0.0
@@ -163,7 +172,7 @@ class Trainer:
                 self.update_budget += stepped * updates_per_step
                 while self.update_budget >= 1:
                     self.update_budget -= 1
-                    batch = {k: torch.as_tensor(v) for k, v in self.replay.sample(t.batch_size, t.batch_length).items()}
+                    batch = {k: torch.as_tensor(v) for k, v in self.batch_source(t.batch_size, t.batch_length).items()}
                     train_metrics.append(self.agent.train_step(batch))
             if train_metrics and self._crossed(t.log_every, stepped):
                 self._log_train(train_metrics, (self.step - step0) / (time.time() - t0))
@@ -189,6 +198,8 @@ class Trainer:
         mean = {f"train/{k}": float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
         mean.update({"train/updates": self.agent.updates, "train/replay_steps": len(self.replay),
                      "perf/env_steps_per_s": fps, "perf/worker_restarts": self.envs.restarts})
+        for source in self.log_sources:
+            mean.update(source())
         self.logger.write(self.step, mean)
 
     def evaluate(self, episodes: int, final: bool = False) -> dict:

@@ -1,0 +1,195 @@
+"""The behaviour-cloned prior of GSA's execution guidance: a deterministic pixel policy on 3 stacked
+frames, trained by masked MSE on (retrieved) offline trajectories.
+
+Owns: `BCPolicy` (conv encoder [32, 64, 128, 256] + MLP 512-LayerNorm-ELU x 2 -> tanh, padded
+action dims forced to exactly 0), `random_shift` (pad-and-crop augmentation), frame stacking
+(`frame_indices`, `stack_frames`, `to_channels`), `masked_mse`, `BCData` (the trajectories BC
+trains on, held in memory) and `train_bc` (Adam loop returning the per-update losses).
+
+Conventions (docs/dataset.md): `action[t]` LED TO observation t, so the action the behaviour policy
+took AFTER seeing frame t is `action[t + 1]`; that is the BC target for the stack of frames
+t-2, t-1, t (frame 0 repeated before an episode start). Stacks are channels-first, oldest frame
+first: (3k, H, W) with channels [3j, 3j + 3) = frame t - (k - 1) + j.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+# ---- frame stacking ---------------------------------------------------------------------------
+def frame_indices(t, frames: int = 3) -> np.ndarray:
+    """Frame indices of the stacks ending at t: (..., frames) = t - frames + 1 .. t, clipped at 0 (the
+    first frame repeats at an episode start)."""
+    t = np.asarray(t, np.int64)
+    return np.clip(t[..., None] + np.arange(1 - frames, 1), 0, None)
+
+
+def to_channels(stack: np.ndarray) -> np.ndarray:
+    """(..., k, H, W, C) uint8 HWC frames -> (..., k * C, H, W) channels-first, oldest frame first."""
+    *lead, k, h, w, c = stack.shape
+    moved = np.moveaxis(stack, -1, -3)  # (..., k, C, H, W)
+    return np.ascontiguousarray(moved).reshape(*lead, k * c, h, w)
+
+
+def stack_frames(images: np.ndarray, t, frames: int = 3) -> np.ndarray:
+    """Stacks of one episode's images (L, H, W, C) ending at t (int or array of shape S):
+    (3k, H, W) or (*S, 3k, H, W) uint8, frame 0 repeated before the start."""
+    return to_channels(images[frame_indices(t, frames)])  # images[...]: (*S, k, H, W, C)
+
+
+# ---- augmentation and loss --------------------------------------------------------------------
+def random_shift(images: torch.Tensor, pad: int = 3, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DrQ-style random shift of (B, C, H, W) images (any dtype, uint8 included): replicate-pad by
+    `pad` pixels and crop back to (H, W) at an offset drawn uniformly from [0, 2 * pad]^2 per sample;
+    all channels of a sample (all its stacked frames) shift alike. Done as one gather with clamped
+    indices, which equals padding with edge pixels then cropping. Returns (B, C, H, W)."""
+    if pad <= 0:
+        return images
+    b, c, h, w = images.shape
+    shift = torch.randint(-pad, pad + 1, (b, 2), generator=generator).to(images.device)  # (B, 2): dy, dx
+    rows = (shift[:, :1] + torch.arange(h, device=images.device)).clamp(0, h - 1)  # (B, H) source rows
+    cols = (shift[:, 1:] + torch.arange(w, device=images.device)).clamp(0, w - 1)  # (B, W) source cols
+    index = (rows[:, :, None] * w + cols[:, None, :]).reshape(b, 1, h * w).expand(b, c, h * w)  # (B, C, H*W)
+    return images.reshape(b, c, h * w).gather(2, index).reshape(b, c, h, w)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the per-sample MSE over native dims only. pred, target, mask: (B, A);
+    padded dims (mask 0) never count, whatever pred holds there."""
+    mask = mask.to(pred.dtype)
+    err = ((pred - target) ** 2 * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)  # (B,)
+    return err.mean()
+
+
+# ---- the policy -------------------------------------------------------------------------------
+class BCPolicy(nn.Module):
+    """Deterministic BC prior: (B, 3k, H, W) stacked frames -> (B, A) padded actions in [-1, 1].
+
+    Encoder: len(channels) x (Conv 4x4 stride 2, no padding, ELU) (64 -> 31 -> 14 -> 6 -> 2 for
+    the default 4 layers), flattened; head: `layers` x (Linear hidden -> LayerNorm -> ELU), Linear A,
+    tanh, times the action mask, so that padded dims are exactly 0."""
+
+    def __init__(self, action_mask, image_size: int = 64, frames: int = 3,
+                 channels=(32, 64, 128, 256), hidden: int = 512, layers: int = 2):
+        super().__init__()
+        mask = torch.as_tensor(np.asarray(action_mask, np.float32)).reshape(-1)  # (A,)
+        self.register_buffer("action_mask", mask)
+        self.frames, self.image_size, self.action_dim = frames, image_size, mask.shape[0]
+        convs, inp, size = [], 3 * frames, image_size
+        for out in channels:
+            convs += [nn.Conv2d(inp, out, 4, stride=2), nn.ELU()]
+            inp, size = out, (size - 4) // 2 + 1
+        if size < 1:
+            raise ValueError(f"image_size {image_size} is too small for {len(channels)} stride-2 4x4 convolutions")
+        self.encoder = nn.Sequential(*convs, nn.Flatten())  # (B, C_last * size^2)
+        head, width = [], inp * size * size
+        for _ in range(layers):
+            head += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.ELU()]
+            width = hidden
+        head.append(nn.Linear(width, self.action_dim))
+        self.head = nn.Sequential(*head)
+        for m in self.modules():  # DrQ-style init: orthogonal weights, zero biases
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.orthogonal_(m.weight, nn.init.calculate_gain("relu") if isinstance(m, nn.Conv2d) else 1.0)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, 3k, H, W), uint8 in [0, 255] or float in [-0.5, 0.5]. Returns (B, A)."""
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0).sub_(0.5)
+        images = images.contiguous(memory_format=torch.channels_last)  # ~2x faster first conv on CPU
+        return torch.tanh(self.head(self.encoder(images))) * self.action_mask
+
+    @torch.no_grad()
+    def act(self, stacks: np.ndarray) -> np.ndarray:
+        """(n, 3k, H, W) uint8 stacks -> (n, A) float32 padded actions (no grad, one batched forward)."""
+        device = self.action_mask.device
+        return self(torch.as_tensor(np.asarray(stacks), device=device)).float().cpu().numpy()
+
+
+# ---- training data ----------------------------------------------------------------------------
+class BCData:
+    """The trajectories of an OfflineDataset (or anything with `read(i)` and `action_dim`) that
+    BC trains on, read once and held in memory: images (N, H, W, 3) uint8 concatenated over
+    trajectories (12 KB per 64x64 frame: 500 DMC trajectories of 501 frames are ~3 GB), padded
+    actions (N, A) and per-trajectory action masks (n, A). Sampling is uniform over trajectories,
+    then uniform over the L - 1 stacks of a trajectory that have a next action."""
+
+    def __init__(self, dataset, indices=None, frames: int = 3):
+        indices = range(len(dataset)) if indices is None else [int(i) for i in indices]
+        self.frames, self.action_dim = frames, int(dataset.action_dim)  # k, A
+        images, actions, masks, lengths, kept = [], [], [], [], []
+        for i in indices:
+            traj = dataset.read(i)
+            length, dim = len(traj["image"]), traj["action"].shape[1]
+            if length < 2:  # no transition: nothing to imitate
+                continue
+            padded = np.zeros((length, self.action_dim), np.float32)  # (L, A)
+            padded[:, :dim] = traj["action"]
+            mask = np.zeros(self.action_dim, np.float32)
+            mask[:dim] = 1.0
+            images.append(traj["image"]), actions.append(padded), masks.append(mask)
+            lengths.append(length), kept.append(i)
+        if not kept:
+            raise ValueError("no trajectory with at least 2 observations among the given indices")
+        self.images = np.concatenate(images)             # (N, H, W, 3) uint8
+        self.actions = np.concatenate(actions)           # (N, A) float32, padded with zeros
+        self.masks = np.stack(masks)                     # (n, A) float32
+        self.lengths = np.array(lengths, np.int64)       # (n,) observations per trajectory
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])  # (n,) first row of each
+        self.indices = np.array(kept, np.int64)          # (n,) dataset indices held
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def sample(self, batch: int, rng: np.random.Generator) -> dict:
+        """B stacks and their next actions: image (B, 3k, H, W) uint8, action (B, A) float32 =
+        action[t + 1] padded, mask (B, A) float32, traj (B,) position in `indices`, t (B,) frame."""
+        traj = rng.integers(len(self.lengths), size=batch)                       # (B,)
+        t = (rng.random(batch) * (self.lengths[traj] - 1)).astype(np.int64)     # (B,) in [0, L - 2]
+        rows = self.offsets[traj, None] + frame_indices(t, self.frames)         # (B, k)
+        return dict(image=to_channels(self.images[rows]), action=self.actions[self.offsets[traj] + t + 1],
+                    mask=self.masks[traj], traj=traj, t=t)
+
+
+def check_masks(policy: BCPolicy, data: BCData):
+    """Every trajectory's native dims must be dims the policy can output."""
+    if data.action_dim != policy.action_dim:
+        raise ValueError(f"dataset actions are padded to {data.action_dim}, the policy outputs {policy.action_dim}")
+    outside = (data.masks > 0) & (policy.action_mask.cpu().numpy() == 0)  # (n, A)
+    if outside.any():
+        bad = int(data.indices[outside.any(1)][0])
+        raise ValueError(f"trajectory {bad} has action dims the policy's action_mask zeroes; "
+                         "train on trajectories of the task's embodiment only")
+
+
+def train_bc(policy: BCPolicy, dataset, indices, steps: int, batch: int = 256, lr: float = 1e-4,
+             device="cpu", rng: np.random.Generator | None = None, pad: int = 3,
+             optimizer: torch.optim.Optimizer | None = None) -> list[float]:
+    """`steps` Adam updates of the masked MSE between policy(random_shift(stack)) and the next action,
+    on batches drawn from the trajectories `indices` of `dataset` (an OfflineDataset; or a prebuilt
+    BCData, then indices must be None). Returns the loss of every update (floats)."""
+    rng = np.random.default_rng() if rng is None else rng
+    data = dataset if isinstance(dataset, BCData) else BCData(dataset, indices, policy.frames)
+    if isinstance(dataset, BCData) and indices is not None:
+        raise ValueError("indices are for an OfflineDataset; a BCData already holds its trajectories")
+    check_masks(policy, data)
+    device = torch.device(device)
+    policy.to(device).train()
+    optimizer = optimizer or torch.optim.Adam(policy.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))  # shifts follow rng too
+    losses = []
+    for _ in range(steps):
+        b = data.sample(batch, rng)
+        images = random_shift(torch.as_tensor(b["image"], device=device), pad, generator)  # (B, 3k, H, W) uint8
+        target = torch.as_tensor(b["action"], device=device)                       # (B, A)
+        mask = torch.as_tensor(b["mask"], device=device)                           # (B, A)
+        loss = masked_mse(policy(images), target, mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    policy.eval()
+    return losses

@@ -17,6 +17,7 @@ from envs import make_env
 from student.bc import BCPolicy, train_bc
 from student.guidance import GuidanceSchedule, GuidedActing
 from student.rehearsal import Rehearsal
+from student.shift import ShiftMonitor
 from teacher.dataset import OfflineDataset
 from teacher.model import build_teacher
 
@@ -80,8 +81,12 @@ def attach(trainer) -> None:
     root = m.dataset or trainer.teacher["dataset"]["root"]
     dataset = OfflineDataset(root, max_action_dim=cfg.max_action_dim)
     indices = retrieved_indices(trainer, dataset)
+    retrieved = dataset.subset(indices)
     if m.rehearsal:
-        trainer.batch_source = Rehearsal(trainer.replay, dataset.subset(indices), m.offline_share, seed=cfg.seed)
+        trainer.batch_source = Rehearsal(trainer.replay, retrieved, m.offline_share, seed=cfg.seed)
+    if m.shift.every:  # GSA Fig. 2: Wasserstein distances online / retrieved / offline
+        trainer.log_sources.append(ShiftMonitor(trainer, retrieved, dataset, m.shift.every, m.shift.batch,
+                                                m.shift.length, seed=cfg.seed))
     if m.guidance:
         s = m.schedule
         schedule = GuidanceSchedule(s.initial, s.final, s.duration, trainer.spec.episode_length, cfg.trainer.warmup)

@@ -65,3 +65,23 @@ def test_gsa_ablation_switches(tmp_path, teacher):
     assert json.loads((tmp_path / "b" / "retrieved.json").read_text()) == first and again.step >= 80
     with pytest.raises(ValueError, match="teacher=PATH"):
         Trainer(compose(*FAST, "method=gsa", f"run_dir={tmp_path / 'c'}"), tmp_path / "c")
+
+
+def test_sliced_wasserstein_orders_distances():
+    from student.shift import sliced_wasserstein
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(32, 5))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    a, same, shifted = rng.normal(size=(400, 5)), rng.normal(size=(400, 5)), rng.normal(size=(400, 5)) + 2.0
+    near, far = sliced_wasserstein(a, same, d), sliced_wasserstein(a, shifted, d)
+    assert near < 0.2 < 1.0 < far
+    assert sliced_wasserstein(a, a, d) == 0.0
+
+
+def test_gsa_logs_distribution_shift(tmp_path, teacher):
+    run_gsa(tmp_path, teacher, "env=dmc", "task=cartpole_balance", "env.episode_frames=40", "trainer.steps=80",
+            "method.retrieval.k=3", "method.guidance=false", "method.shift.every=40", "method.shift.batch=2",
+            "method.shift.length=8")
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    shift = [r for r in rows if "shift/online_offline" in r]
+    assert shift and all(r[k] >= 0 for r in shift for k in ("shift/online_retrieved", "shift/retrieved_offline"))

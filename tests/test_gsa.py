@@ -64,7 +64,7 @@ def test_gsa_ablation_switches(tmp_path, teacher):
     again = run_gsa(tmp_path / "b", teacher, *base, "method.guidance=false", "trainer.steps=80")
     assert json.loads((tmp_path / "b" / "retrieved.json").read_text()) == first and again.step >= 80
     with pytest.raises(ValueError, match="teacher=PATH"):
-        Trainer(compose(*FAST, "method=gsa", f"run_dir={tmp_path / 'c'}"), tmp_path / "c")
+        Trainer(compose(*FAST, "method=gsa", "default_teacher.enabled=false", f"run_dir={tmp_path / 'c'}"), tmp_path / "c")
 
 
 def test_sliced_wasserstein_orders_distances():

@@ -120,4 +120,25 @@ def test_transfer_run_rebuilds_the_teacher(dmc_data, tmp_path):
     with pytest.raises(ValueError, match="not a teacher"):
         read_teacher(not_teacher)
     with pytest.raises(ValueError, match="teacher=PATH"):
-        Trainer(compose("preset=quick", "method=finetune", f"run_dir={tmp_path / 'none'}"), tmp_path / "none")
+        Trainer(compose("preset=quick", "method=finetune", "default_teacher.enabled=false", f"run_dir={tmp_path / 'none'}"),
+                tmp_path / "none")
+
+
+def test_default_teacher_is_built_once_then_reused(tmp_path):
+    """No teacher given: a small embedded one is collected + pretrained once, then reused."""
+    from transfer.loop import Trainer
+    recipe = [f"default_teacher.dir={tmp_path / 'default'}", "default_teacher.dmc_tasks=[cartpole_balance]",
+              "default_teacher.dmc_episodes=2", "default_teacher.dmc_frames=40", "default_teacher.metaworld_tasks=[reach]",
+              "default_teacher.metaworld_noise=[0.5]", "default_teacher.metaworld_episodes=1", "default_teacher.workers=0",
+              "default_teacher.steps=2", "default_teacher.batch_size=2", "default_teacher.batch_length=8",
+              "logger.wandb=disabled", "trainer.parallel=false", "env.episode_frames=20"]
+    teacher = tmp_path / "default" / "pretrain" / "teacher.pt"
+    for i in range(2):
+        trainer = Trainer(compose("preset=quick", "method=finetune", *recipe, f"run_dir={tmp_path / str(i)}"), tmp_path / str(i))
+        trainer.close()
+        assert trainer.cfg.teacher == str(teacher) and read_teacher(teacher)["step"] == 2
+        if i == 0:
+            stamp = teacher.stat().st_mtime_ns
+    assert teacher.stat().st_mtime_ns == stamp  # the second run reused it
+    data = OfflineDataset(tmp_path / "default" / "data")
+    assert {m["suite"] for m in data.meta} == {"dmc", "metaworld"} and len(data) == 3

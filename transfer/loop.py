@@ -102,10 +102,13 @@ class Trainer:
         """teacher=PATH: read the teacher file; methods that start from it take its architecture."""
         cfg = self.cfg
         if not cfg.get("teacher"):
-            if cfg.method.get("init_from_teacher"):
+            if not cfg.method.get("init_from_teacher"):
+                return None
+            if not cfg.default_teacher.enabled:
                 raise ValueError(f"method={cfg.method.name} starts from a pretrained world model: pass teacher=PATH "
                                  f"(the teacher.pt written by `python -m teacher.pretrain dataset=DIR`)")
-            return None
+            from teacher.default import ensure
+            cfg.teacher = str(ensure(cfg))  # the embedded default, built once and cached
         from teacher.model import apply_teacher_arch, read_teacher
         info = read_teacher(cfg.teacher)
         if cfg.method.get("init_from_teacher"):

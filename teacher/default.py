@@ -1,0 +1,63 @@
+"""The embedded default teacher: when a method starts from a teacher (method.init_from_teacher) and
+none is given, `ensure(cfg)` builds a small one once and caches it in `default_teacher.dir`
+(default runs/default_teacher):
+
+1. collect a small multi-embodiment offline dataset (python -m teacher.collect): DMC random episodes
+   on several bodies and Meta-World scripted experts with GSA's action noise;
+2. pretrain a tiny generalist teacher on it (teacher.pretrain, reward-free).
+
+Both steps show their progress bars and resume if interrupted; later runs reuse the finished teacher.
+"""
+from __future__ import annotations
+
+import logging
+import pathlib
+
+log = logging.getLogger(__name__)
+
+
+def collect_commands(d, data: pathlib.Path) -> list[list[str]]:
+    """teacher.collect command lines of the default dataset."""
+    common = ["--dataset", str(data), "--workers", str(d.workers), "--seed", "0"]
+    frames = [f"episode_frames={d.dmc_frames}"]
+    return [
+        [*common, "--suite", "dmc", "--tasks", *d.dmc_tasks, "--policy", "random", "--episodes", str(d.dmc_episodes),
+         "--env-config", *frames],
+        [*common, "--suite", "metaworld", "--tasks", *d.metaworld_tasks, "--policy", "expert",
+         "--noise", *[str(n) for n in d.metaworld_noise], "--episodes", str(d.metaworld_episodes)],
+    ]
+
+
+def finished(path: pathlib.Path, steps: int) -> bool:
+    if not path.exists():
+        return False
+    from teacher.model import read_teacher
+    return read_teacher(path)["step"] >= steps
+
+
+def ensure(cfg) -> pathlib.Path:
+    """Path of the default teacher.pt, building it first if needed."""
+    from hydra import compose, initialize_config_dir
+
+    from teacher.collect import main as collect
+    from teacher.pretrain import Pretrainer
+    d = cfg.default_teacher
+    root = pathlib.Path(d.dir)
+    run, data = root / "pretrain", root / "data"
+    teacher = run / "teacher.pt"
+    if finished(teacher, d.steps):
+        log.info("using the default teacher %s (delete %s to rebuild it)", teacher, root)
+        return teacher
+    log.info("no teacher given: building the embedded default once in %s (collect, then pretrain %d updates)",
+             root, d.steps)
+    for argv in collect_commands(d, data):
+        collect(argv)
+    configs = pathlib.Path(__file__).resolve().parents[1] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base=None):
+        pcfg = compose("pretrain", overrides=[
+            f"dataset={data.resolve()}", f"run_dir={run}", "model=tiny", f"steps={d.steps}",
+            f"batch_size={d.batch_size}", f"batch_length={d.batch_length}", f"max_action_dim={cfg.max_action_dim}",
+            f"eval_every={max(d.steps // 4, 1)}", "workers=0", f"device={cfg.device}",
+            f"logger.wandb=disabled", f"logger.progress={cfg.logger.progress}"])
+    Pretrainer(pcfg, run).run()
+    return teacher

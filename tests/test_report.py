@@ -1,0 +1,167 @@
+"""transfer.report on small synthetic run directories (the report only reads files, so fake runs with
+the real layout are enough): grouping, means, bootstrap CIs, CSV, curves, published numbers, errors.
+transfer.published: the transcription against the paper's own aggregate rows and our task names."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from transfer import published as pub
+from transfer import report
+
+EVAL_STEPS = (5000, 10000, 15000, 20000)
+
+
+def write_run(root, method, suite, task, seed, final=None, evals=None, eval_steps=EVAL_STEPS, success=None):
+    """A run directory as transfer.run leaves it: hydra/config.yaml (composed config) + metrics.jsonl
+    with train rows, eval rows every 5k steps and, for a finished run, one final row."""
+    run = root / method / f"{suite}-{task}-seed{seed}"
+    (run / "hydra").mkdir(parents=True)
+    cfg = {"method": {"name": method}, "env": {"suite": suite, "action_repeat": 2, "image_size": 64},
+           "trainer": {"steps": eval_steps[-1], "eval_every": 5000}, "task": task, "seed": seed,
+           "device": "auto", "max_action_dim": 12, "run_dir": str(run)}
+    (run / "hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    evals = evals if evals is not None else np.linspace(0.2, 1.0, len(eval_steps)) * (final or 0.0)
+    rows, t = [], 1.7e9
+    for i, (step, value) in enumerate(zip(eval_steps, evals)):
+        rows.append({"step": step - 1000, "time": t + i, "train/return": value * 0.9, "train/length": 500.0,
+                     "train/success": 0.0, "train/success_final": 0.0, "train/episodes": i + 1.0})
+        rows.append({"step": step, "time": t + i, "train/loss": 1.0, "train/updates": step / 20.0})
+        sv = success[i] if success else 0.0
+        rows.append({"step": step, "time": t + i, "eval/return": value, "eval/return_std": 5.0,
+                     "eval/success": sv, "eval/success_final": sv, "eval/episodes": 10.0})
+    if final is not None:
+        sv = success[-1] if success else 0.0
+        rows.append({"step": eval_steps[-1], "time": t + 99, "final/return": final, "final/return_std": 5.0,
+                     "final/success": sv, "final/success_final": sv, "final/episodes": 10.0})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """2 methods x 3 seeds on walker_walk (dreamer spread out, gsa close together), plus one
+    unfinished dreamer run on a task the paper lacks; it was resumed, so step 10000 is logged twice."""
+    root = tmp_path / "runs"
+    for seed, value in enumerate([400.0, 500.0, 600.0]):
+        write_run(root, "dreamer", "dmc", "walker_walk", seed, final=value)
+    for seed, value in enumerate([800.0, 810.0, 820.0]):
+        write_run(root, "gsa", "dmc", "walker_walk", seed, final=value)
+    run = write_run(root, "dreamer", "dmc", "cheetah_run_hard", 0, evals=[50.0, 90.0], eval_steps=(5000, 10000))
+    with open(run / "metrics.jsonl", "a") as f:  # resumed at step 5000; the redone eval at 10000 wins
+        f.write(json.dumps({"step": 10000, "time": 2e9, "eval/return": 120.0, "eval/success_final": 0.0}) + "\n")
+        f.write('{"step": 10500, "train/ret')  # killed mid-write
+    return root
+
+
+def by_key(rows):
+    return {(r["method"], r["task"]): r for r in rows}
+
+
+def test_grouping_means_ci_and_unfinished(runs, tmp_path):
+    result = report.report([runs], tmp_path / "out", plots=False)
+    rows = by_key(result["rows"])
+    assert set(rows) == {("dreamer", "walker_walk"), ("gsa", "walker_walk"), ("dreamer", "cheetah_run_hard")}
+    dreamer, gsa = rows["dreamer", "walker_walk"], rows["gsa", "walker_walk"]
+    partial = rows["dreamer", "cheetah_run_hard"]
+    assert (dreamer["seeds"], gsa["seeds"], partial["seeds"]) == (3, 3, 1)
+    assert dreamer["mean"] == pytest.approx(500.0) and gsa["mean"] == pytest.approx(810.0)
+    assert dreamer["seed_ids"] == "0;1;2" and dreamer["steps"] == "20000" and dreamer["metric"] == "return"
+    for row in (dreamer, gsa):
+        assert row["ci_low"] <= row["mean"] <= row["ci_high"]
+        assert row["ci_low"] < row["ci_high"]
+    assert gsa["ci_high"] - gsa["ci_low"] < dreamer["ci_high"] - dreamer["ci_low"]
+    # unfinished: the last eval value (the resumed run's redone eval) stands in, and a note names it
+    assert partial["mean"] == pytest.approx(120.0) and partial["unfinished"] == 1 and partial["steps"] == "10000"
+    assert any("cheetah_run_hard-seed0" in n and "unfinished" in n for n in result["notes"])
+    line = next(x for x in result["table"] if "cheetah_run_hard" in x)
+    assert "n=1" in line and "1 (1 unfinished)" in line
+    # the CI is reproducible (fixed random state) and single seeds get none
+    assert report.bootstrap_ci([400.0, 500.0, 600.0]) == report.bootstrap_ci([400.0, 500.0, 600.0])
+    assert report.bootstrap_ci([3.0, 3.0]) == (3.0, 3.0)
+    with pytest.raises(ValueError):
+        report.bootstrap_ci([1.0])
+
+
+def test_csv_markdown_and_curves(runs, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert report.main([str(runs), "--out", str(out), "--published", "gsa"]) == 0
+    with open(out / "report.csv") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == ["method", "suite", "task", "metric", "seeds", "mean", "ci_low", "ci_high", "values",
+                              "seed_ids", "steps", "unfinished", "paper GSA@150k", "paper DreamerV3@150k",
+                              "paper DrQv2@150k", "paper DreamerV3@500k", "paper DrQv2@500k"]
+    assert len(table) == 3
+    rows = {(r["method"], r["task"]): r for r in table}
+    assert float(rows["gsa", "walker_walk"]["mean"]) == pytest.approx(810.0)
+    assert rows["dreamer", "cheetah_run_hard"]["ci_low"] == ""
+    # published numbers (Table 4) beside ours for a task in the paper, "-" for one it lacks
+    assert float(rows["gsa", "walker_walk"]["paper GSA@150k"]) == 959.1
+    assert float(rows["dreamer", "walker_walk"]["paper DreamerV3@150k"]) == 808.9
+    assert rows["dreamer", "cheetah_run_hard"]["paper GSA@150k"] == ""
+    printed = capsys.readouterr().out
+    walker = next(x for x in printed.splitlines() if "| gsa " in x and "walker_walk" in x)
+    assert "959.1" in walker and "808.9" in walker and "810.0" in walker
+    cheetah = [c.strip() for c in next(x for x in printed.splitlines() if "cheetah_run_hard" in x).split("|")]
+    assert cheetah[-6:-1] == ["-"] * 5
+    md = (out / "report.md").read_text()
+    assert "959.1" in md and "unfinished" in md and "curves_dmc-walker_walk.png" in md
+    for task in ("walker_walk", "cheetah_run_hard"):
+        png = out / f"curves_dmc-{task}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_directory_itself_and_metaworld_success(tmp_path):
+    root = tmp_path / "runs"
+    one = write_run(root, "gsa", "metaworld", "drawer-open", 0, final=300.0, success=[0.0, 0.5, 1.0, 0.9])
+    write_run(root, "gsa", "metaworld", "drawer-open", 1, final=200.0, success=[0.0, 0.0, 0.5, 0.7])
+    result = report.report([one], tmp_path / "a", published="gsa", plots=False)  # only the run given
+    assert [r["seeds"] for r in result["rows"]] == [1]
+    result = report.report([root], tmp_path / "b", published="gsa")  # auto: Meta-World's score is success
+    row = result["rows"][0]
+    assert row["metric"] == "success" and row["mean"] == pytest.approx(0.8)
+    assert row["paper GSA@150k"] == 1.0 and row["paper DreamerV3@1M"] == 0.67
+    result = report.report([root], tmp_path / "c", published="gsa", metric="return", plots=False)
+    assert result["rows"][0]["mean"] == pytest.approx(250.0) and result["rows"][0]["paper GSA@150k"] is None
+    assert any("reports success" in n for n in result["notes"])
+
+
+def test_no_runs_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "metrics.jsonl").write_text("")  # no hydra/config.yaml: not a run
+    with pytest.raises(FileNotFoundError, match="no runs found"):
+        report.report([tmp_path / "empty"], tmp_path / "out")
+    assert report.main([str(tmp_path / "empty")]) == 1
+    assert "no runs found" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        report.find_runs([tmp_path / "missing"])
+
+
+def test_align_interpolates_on_the_union_of_steps():
+    a = (np.array([0.0, 10.0, 20.0]), np.array([0.0, 10.0, 20.0]))
+    b = (np.array([0.0, 5.0, 15.0]), np.array([10.0, 20.0, 40.0]))
+    steps, mean, lo, hi = report.align([a, b])
+    assert steps.tolist() == [0, 5, 10, 15, 20]
+    assert mean.tolist() == [5.0, 12.5, 20.0, 27.5, 20.0]  # b ends at 15: step 20 is a alone
+    assert lo.tolist() == [0.0, 5.0, 10.0, 15.0, 20.0] and hi.tolist() == [10.0, 20.0, 30.0, 40.0, 20.0]
+
+
+def test_published_transcription():
+    from envs.dmc import BENCHMARK
+    from envs.metaworld import TASKS
+    dmc = np.array(list(pub.DMC_TABLE4.values()))
+    # Table 4's columns reproduce the paper's own Mean and median ("Medium") rows
+    np.testing.assert_allclose(dmc.mean(0), pub.AGGREGATES["dmc"]["mean"], atol=0.006)
+    np.testing.assert_allclose(np.median(dmc, 0), pub.AGGREGATES["dmc"]["median"])
+    assert len(pub.DMC_TABLE4) == 22 and len(pub.METAWORLD_TABLES_2_3) == 50
+    assert [t for t in BENCHMARK if pub.lookup("gsa", "dmc", t)[0] is None] == ["cheetah_run_hard", "hopper_stand"]
+    assert all(pub.lookup("gsa", "metaworld", t)[0] for t in TASKS)
+    assert pub.lookup("gsa", "metaworld", "pick-out-of-hole-v3")[0] == "Pick Out of Hole"
+    assert pub.lookup("gsa", "dmc", "quadruped_roll_fast")[2]["GSA@150k"] == 782.0
+    assert pub.lookup("gsa", "dmc", "cheetah_run_backwards")[2]["DreamerV3@150k"] == 626.6
+    assert pub.lookup("gsa", "metaworld", "door-close")[2]["DreamerV3@150k"] is None
+    assert pub.lookup("gsa", "carla", "town04") == (None, None, {})

@@ -1,0 +1,316 @@
+"""Compare methods over seeds: `python -m transfer.report RUN_DIR [RUN_DIR ...] [--out DIR]
+[--published gsa] [--metric auto|return|success]`.
+
+Each RUN_DIR is a run directory (metrics.jsonl next to hydra/config.yaml, as transfer.run writes it)
+or a folder searched recursively for such runs. Runs are grouped by (method.name, env.suite, task)
+from their composed config; their seeds are the repeats. Writes to DIR (default runs/report):
+
+- report.csv / report.md: per method and task the number of seeds, the mean final score and a 95%
+  percentile-bootstrap confidence interval of that mean over seeds ("n=1" for a single seed), the
+  markdown table also printed; with --published gsa the GSA paper's numbers for the task beside ours;
+- curves_<suite>-<task>.png: eval score against env steps, the mean over seeds per method with a
+  min-max band over seeds (runs evaluated at different steps are interpolated onto the union of
+  their steps, each only within its own range).
+
+Score: "final/return" (--metric return) or "final/success_final" (--metric success: success at the
+final step, Meta-World's score), written once at the end of a run; --metric auto (default) takes
+success for Meta-World and return elsewhere. A run without a final row is unfinished: its last
+eval/* value stands in, and the notes under the table name it.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import pathlib
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import yaml
+
+from transfer import published as pub
+
+KEYS = {"return": ("final/return", "eval/return"), "success": ("final/success_final", "eval/success_final")}
+LABELS = {"return": "eval return", "success": "eval success at the final step"}
+CONFIDENCE = 0.95
+BOOTSTRAP_SEED = 0
+
+
+@dataclass
+class Run:
+    """One run directory: its identity from hydra/config.yaml and its metric rows."""
+    path: pathlib.Path
+    method: str
+    suite: str
+    task: str
+    seed: int
+    rows: list[dict] = field(repr=False)
+
+    def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of `key`, sorted by step; a step logged twice (a resumed run redoes the
+        steps after its last checkpoint) keeps its last value."""
+        points = {row["step"]: row[key] for row in self.rows if key in row and row[key] is not None}
+        steps = sorted(points)
+        return np.array(steps, dtype=float), np.array([points[s] for s in steps], dtype=float)
+
+    def score(self, metric: str) -> tuple[float | None, int | None, bool]:
+        """(score, its step, finished): the final row's value, else the last eval value (unfinished)."""
+        final_key, eval_key = KEYS[metric]
+        for key, finished in ((final_key, True), (eval_key, False)):
+            steps, values = self.series(key)
+            if len(steps):
+                return float(values[-1]), int(steps[-1]), finished
+        return None, None, False
+
+
+def read_run(run_dir: pathlib.Path) -> Run:
+    """Read one run directory (metrics.jsonl + hydra/config.yaml); skips unreadable metric lines
+    (a run killed mid-write can leave a partial last line)."""
+    cfg = yaml.safe_load((run_dir / "hydra" / "config.yaml").read_text()) or {}
+    rows = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return Run(run_dir, str((cfg.get("method") or {}).get("name", "?")), str((cfg.get("env") or {}).get("suite", "?")),
+               str(cfg.get("task", "?")), int(cfg.get("seed", 0)), rows)
+
+
+def is_run(path: pathlib.Path) -> bool:
+    return (path / "metrics.jsonl").is_file() and (path / "hydra" / "config.yaml").is_file()
+
+
+def find_runs(paths) -> list[Run]:
+    """Every run directory given, or found under the given folders (each counted once)."""
+    found: dict[pathlib.Path, None] = {}
+    for path in map(pathlib.Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+        for folder, subdirs, _ in os.walk(path):
+            subdirs.sort()
+            if is_run(pathlib.Path(folder)):
+                found[pathlib.Path(folder).resolve()] = None
+                subdirs.clear()  # a run's replay/, wandb/, ... hold no further runs
+    if not found:
+        raise FileNotFoundError(
+            f"no runs found in {', '.join(map(str, paths))}: a run directory holds metrics.jsonl next to "
+            f"hydra/config.yaml (what `python -m transfer.run` writes under runs/<method>/<suite>-<task>-seed<seed>/)")
+    return [read_run(p) for p in found]
+
+
+def group_runs(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
+    """(method, suite, task) -> its runs sorted by seed; groups sorted by suite, task, method."""
+    groups: dict[tuple[str, str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.method, run.suite, run.task), []).append(run)
+    return {k: sorted(groups[k], key=lambda r: (r.seed, str(r.path)))
+            for k in sorted(groups, key=lambda k: (k[1], k[2], k[0]))}
+
+
+def bootstrap_ci(values, confidence: float = CONFIDENCE, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the mean over seeds (needs 2+ values)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        raise ValueError("a confidence interval needs at least two seeds")
+    if np.ptp(values) == 0:  # every resample has the same mean; scipy would warn about a degenerate CI
+        return float(values[0]), float(values[0])
+    from scipy.stats import bootstrap
+    result = bootstrap((values,), np.mean, confidence_level=confidence, method="percentile",
+                       random_state=seed)
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def resolve_metric(metric: str, suite: str) -> str:
+    """--metric auto: success for Meta-World (its benchmark score), return elsewhere."""
+    if metric == "auto":
+        return "success" if suite == "metaworld" else "return"
+    return metric
+
+
+def ordered_columns(cols) -> list[str]:
+    """Published columns at our budget (150k) first, GSA first among them."""
+    return sorted(cols, key=lambda c: (not c.endswith("@150k"), not c.startswith("GSA")))
+
+
+def summarize(groups, metric: str = "auto", published: str | None = None) -> tuple[list[dict], list[str], list[str]]:
+    """(rows, published column names, notes): one row per (method, suite, task) group."""
+    rows, notes, paper_cols = [], [], []
+    if published:
+        used = {suite for _, suite, _ in groups}
+        paper_cols = ordered_columns(dict.fromkeys(c for s in sorted(used) for c in pub.columns(published, s)))
+    for (method, suite, task), runs in groups.items():
+        name = resolve_metric(metric, suite)
+        scored = [(run, *run.score(name)) for run in runs]
+        values = [v for _, v, _, _ in scored if v is not None]
+        unfinished = [(run, step) for run, v, step, done in scored if v is not None and not done]
+        for run, v, _, _ in scored:
+            if v is None:
+                notes.append(f"{run.path}: no {KEYS[name][0]} or {KEYS[name][1]} logged yet; left out")
+        for run, step in unfinished:
+            notes.append(f"{run.path}: unfinished (no {KEYS[name][0]}); its last {KEYS[name][1]} "
+                         f"at step {step} stands in")
+        seeds = [run.seed for run, v, _, _ in scored if v is not None]
+        if len(set(seeds)) < len(seeds):
+            notes.append(f"{method} {suite}-{task}: the same seed appears in more than one run ({seeds})")
+        steps = [step for _, v, step, _ in scored if v is not None]
+        row = dict(method=method, suite=suite, task=task, metric=name, seeds=len(values),
+                   mean=float(np.mean(values)) if values else math.nan, ci_low=math.nan, ci_high=math.nan,
+                   values=";".join(f"{v:.6g}" for v in values), seed_ids=";".join(map(str, seeds)),
+                   steps=(f"{min(steps)}" if len(set(steps)) == 1 else f"{min(steps)}-{max(steps)}") if steps else "",
+                   unfinished=len(unfinished))
+        if len(values) >= 2:
+            row["ci_low"], row["ci_high"] = bootstrap_ci(values)
+        if published:
+            paper_row, paper_metric, numbers = pub.lookup(published, suite, task)
+            if paper_row is not None and paper_metric != name:
+                notes.append(f"{suite}-{task}: the paper reports {paper_metric}, this table {name}; "
+                             f"paper numbers left out (use --metric {paper_metric})")
+                numbers = {}
+            row.update({f"paper {c}": numbers.get(c) for c in paper_cols})
+        rows.append(row)
+    return rows, [f"paper {c}" for c in paper_cols], notes
+
+
+def fmt(value, metric: str) -> str:
+    """A number as the tables show it; None / NaN as '-'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2f}" if metric == "success" else f"{value:.1f}"
+
+
+def table_lines(rows: list[dict], paper_cols: list[str]) -> list[str]:
+    """An aligned markdown table: method, suite, task, metric, seeds, mean, 95% CI, steps, paper columns."""
+    head = ["method", "suite", "task", "metric", "seeds", "mean", "95% CI", "steps"] + paper_cols
+    body = []
+    for r in rows:
+        m = r["metric"]
+        if r["seeds"] >= 2:
+            ci = f"[{fmt(r['ci_low'], m)}, {fmt(r['ci_high'], m)}]"
+        else:
+            ci = "n=1" if r["seeds"] == 1 else "-"
+        seeds = f"{r['seeds']}" + (f" ({r['unfinished']} unfinished)" if r["unfinished"] else "")
+        body.append([r["method"], r["suite"], r["task"], m, seeds, fmt(r["mean"], m), ci, r["steps"] or "-"]
+                    + [fmt(r[c], m) for c in paper_cols])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(b) for b in body]
+
+
+def write_csv(rows: list[dict], paper_cols: list[str], path: pathlib.Path) -> pathlib.Path:
+    cols = ["method", "suite", "task", "metric", "seeds", "mean", "ci_low", "ci_high", "values", "seed_ids",
+            "steps", "unfinished"] + paper_cols
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: "" if r.get(k) is None or (isinstance(r.get(k), float) and math.isnan(r[k]))
+                             else r[k] for k in cols})
+    return path
+
+
+def align(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, min, max) over runs on the union of their eval steps; each run is linearly
+    interpolated between its own evaluations and absent outside them (no extrapolation)."""
+    curves = [(s, v) for s, v in curves if len(s)]
+    if not curves:
+        return (np.array([]),) * 4
+    steps = np.unique(np.concatenate([s for s, _ in curves]))
+    grid = np.full((len(curves), len(steps)), np.nan)
+    for i, (s, v) in enumerate(curves):
+        inside = (steps >= s[0]) & (steps <= s[-1])
+        grid[i, inside] = np.interp(steps[inside], s, v)
+    return steps, np.nanmean(grid, 0), np.nanmin(grid, 0), np.nanmax(grid, 0)
+
+
+def plot_curves(groups, metric: str, out: pathlib.Path, published: str | None = None) -> list[pathlib.Path]:
+    """One PNG per (suite, task): mean eval curve per method with a min-max band over seeds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    tasks: dict[tuple[str, str], dict[str, list[Run]]] = {}
+    for (method, suite, task), runs in groups.items():
+        tasks.setdefault((suite, task), {})[method] = runs
+    paths = []
+    for (suite, task), methods in tasks.items():
+        name = resolve_metric(metric, suite)
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        for i, (method, runs) in enumerate(methods.items()):
+            steps, mean, lo, hi = align([run.series(KEYS[name][1]) for run in runs])
+            if not len(steps):
+                continue
+            color = f"C{i}"
+            ax.plot(steps, mean, color=color, marker="o", ms=3, label=f"{method} (n={len(runs)})")
+            ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
+        if published:
+            row, paper_metric, numbers = pub.lookup(published, suite, task)
+            for j, col in enumerate(c for c in ("GSA@150k", "DreamerV3@150k") if numbers.get(c) is not None):
+                if paper_metric == name:
+                    ax.axhline(numbers[col], color="k", ls=("--", ":")[j], lw=1, label=f"{published} paper: {col}")
+        ax.set_xlabel("env steps (frames)")
+        ax.set_ylabel(LABELS[name])
+        ax.set_title(f"{suite} {task} (mean over seeds, band: min-max)", fontsize=10)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        path = out / f"curves_{suite}-{task}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def report(paths, out="runs/report", published: str | None = None, metric: str = "auto",
+           plots: bool = True) -> dict:
+    """Find, group, summarise and write everything; returns {rows, notes, table, csv, md, plots}."""
+    if published and published not in pub.PUBLISHED:
+        raise KeyError(f"--published {published}: known sources are {', '.join(pub.PUBLISHED)}")
+    groups = group_runs(find_runs(paths))
+    rows, paper_cols, notes = summarize(groups, metric, published)
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = table_lines(rows, paper_cols)
+    pngs = plot_curves(groups, metric, out, published) if plots else []
+    csv_path = write_csv(rows, paper_cols, out / "report.csv")
+    text = ["# Results", "",
+            f"Mean final score over seeds; 95% CI: percentile bootstrap of the mean over seeds "
+            f"(scipy.stats.bootstrap, random_state={BOOTSTRAP_SEED}). return = final/return, "
+            f"success = final/success_final (success at the final step)."
+            + (f" Paper columns: {published} (transfer/published.py)." if published else ""), ""]
+    text += table + [""]
+    text += (["Notes:", ""] + [f"- {n}" for n in notes] + [""]) if notes else []
+    text += [f"![{p.stem}]({p.name})" for p in pngs]
+    md_path = out / "report.md"
+    md_path.write_text("\n".join(text) + "\n")
+    return dict(rows=rows, notes=notes, table=table, csv=csv_path, md=md_path, plots=pngs)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m transfer.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories or folders holding runs")
+    parser.add_argument("--out", default="runs/report", help="where report.csv, report.md and curves go")
+    parser.add_argument("--published", choices=sorted(pub.PUBLISHED), help="print a paper's numbers beside ours")
+    parser.add_argument("--metric", choices=["auto", "return", "success"], default="auto",
+                        help="final score: return, success (at the final step), or auto (success on Meta-World)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the learning-curve PNGs")
+    args = parser.parse_args(argv)
+    try:
+        result = report(args.run_dirs, args.out, args.published, args.metric, plots=not args.no_plots)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print("\n".join(result["table"]))
+    for note in result["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {result['csv']}, {result['md']}" + "".join(f", {p}" for p in result["plots"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -288,7 +288,7 @@ def collect(args) -> list[dict]:
     """Runs the command line's jobs that the dataset does not hold yet; returns their stats."""
     from tqdm import tqdm  # noqa: PLC0415
 
-    from teacher.dataset import DatasetWriter  # noqa: PLC0415
+    from teacher.writer import DatasetWriter  # noqa: PLC0415
     try:
         env_cfg, tasks, policy_cls, options, max_action_dim = resolve(args)
     except ValueError as err:

@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from teacher.dataset import DatasetWriter, check_trajectory
+from teacher.writer import DatasetWriter, check_trajectory
 
 
 def _load(path: pathlib.Path, required: tuple, optional: tuple) -> dict:

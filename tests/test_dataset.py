@@ -6,7 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from teacher.dataset import MANIFEST_FIELDS, DatasetWriter, OfflineDataset, read_manifest
+from teacher.dataset import MANIFEST_FIELDS, OfflineDataset, read_manifest
+from teacher.writer import DatasetWriter
 from teacher.importers import import_dreamer, main as importers_main
 
 

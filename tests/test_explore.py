@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import compose
-from teacher.dataset import DatasetWriter, OfflineDataset
+from teacher.dataset import OfflineDataset
+from teacher.writer import DatasetWriter
 from teacher.explore import Disagreement, collect
 from transfer.loop import Trainer
 

@@ -5,7 +5,8 @@ import torch
 
 from core.replay import Replay
 from student.rehearsal import Rehearsal
-from teacher.dataset import DatasetWriter, OfflineDataset
+from teacher.dataset import OfflineDataset
+from teacher.writer import DatasetWriter
 
 A = 12
 

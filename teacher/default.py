@@ -58,6 +58,6 @@ def ensure(cfg) -> pathlib.Path:
             f"dataset={data.resolve()}", f"run_dir={run}", "model=tiny", f"steps={d.steps}",
             f"batch_size={d.batch_size}", f"batch_length={d.batch_length}", f"max_action_dim={cfg.max_action_dim}",
             f"eval_every={max(d.steps // 4, 1)}", "workers=0", f"device={cfg.device}",
-            f"logger.wandb=disabled", f"logger.progress={cfg.logger.progress}"])
+            "logger.wandb=disabled", f"logger.progress={cfg.logger.progress}"])
     Pretrainer(pcfg, run).run()
     return teacher

@@ -131,12 +131,12 @@ class Pretrainer:
             batch = self.to_device(self.heldout.sample(c.batch_size, c.batch_length, rng))
             with self.autocast():
                 losses, _, metrics = self.wm.loss(batch)
-            err = openloop.error_per_step(self.wm, batch, c.openloop.context)
+            truth, pred = openloop.predict(self.wm, batch, c.openloop.context)
+            err = openloop.error_per_step(truth, pred)  # (T,)
             rows.append(dict(rec_image=float(losses["rec_image"].mean()), kl=float(metrics["kl"]),
                              loss=float(sum(v.mean() for v in losses.values())),
                              openloop_mse=float(err[c.openloop.context:].mean())))
             if i == 0:
-                truth, pred = openloop.predict(self.wm, batch, c.openloop.context)
                 openloop.save_grid(self.dir / "openloop" / f"step{self.step:07d}.png", truth, pred,
                                    c.openloop.context, c.openloop.samples)
         self.wm.train()

@@ -47,25 +47,8 @@ def pretrain_cfg(dataset, run_dir, *overrides):
 
 
 def collect_random(root, tasks=("cartpole_balance", "reacher_easy"), episodes=4, frames=60, seed=0, suite="dmc"):
-    """Real env data from a uniform random policy, written with the dataset writer."""
-    import numpy as np
-    from envs import make_env
-    from envs.list import suite_config
-    from teacher.dataset import DatasetWriter
-    cfg = {**suite_config(suite), "episode_frames": frames}
-    rng = np.random.default_rng(seed)
-    with DatasetWriter(root) as writer:
-        for task in tasks:
-            env = make_env(cfg, task, seed, 12)
-            for ep in range(episodes):
-                obs, images, actions = env.reset(), [], []
-                images.append(obs["image"]), actions.append(np.zeros(env.spec.native_action_dim, np.float32))
-                while not obs["is_last"]:
-                    a = rng.uniform(-1, 1, 12).astype(np.float32) * env.spec.action_mask
-                    obs = env.step(a)
-                    images.append(obs["image"]), actions.append(a[: env.spec.native_action_dim])
-                writer.add(dict(image=np.stack(images), action=np.stack(actions)),
-                           dict(suite=suite, task=task, embodiment=env.spec.embodiment, policy="random",
-                                noise=None, seed=seed * 100 + ep))
-            env.close()
+    """Real env data from a uniform random policy, collected in-process by `python -m teacher.collect`."""
+    from teacher.collect import main
+    main(["--dataset", str(root), "--suite", suite, "--tasks", *tasks, "--policy", "random", "--episodes",
+          str(episodes), "--workers", "0", "--seed", str(seed), "--env-config", f"episode_frames={frames}"])
     return root

@@ -73,6 +73,21 @@ class ActorCritic(nn.Module):
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.retnorm = ReturnNorm(cfg.retnorm_decay)
         self.reward_fn = None  # (wm, feats (H+1, N, F), actions (H, N, A)) -> (H, N); None: the reward head
+        # Extra actor input (Vid2Act's action-replay features); a plain object, not a submodule:
+        # .extra_dim, .imagined(feat (..., N, F)) -> (..., N, E), .acting(latent) -> (N, E) (Agent.policy)
+        self.actor_input = None
+
+    def set_actor_input(self, provider, feat_dim: int):
+        """Widen the actor's input to [feat, provider features]; the actor is rebuilt (call before training)."""
+        c, old = self.cfg, self.actor
+        self.actor = Actor(feat_dim + provider.extra_dim, old.mask, c.layers, c.units, c.min_std, c.max_std).to(old.mask.device)
+        self.actor_input = provider
+
+    def actor_in(self, feat: torch.Tensor) -> torch.Tensor:
+        """(..., N, F) imagined features -> the actor's input (..., N, F [+ E])."""
+        if self.actor_input is None:
+            return feat
+        return torch.cat([feat, self.actor_input.imagined(feat)], -1)
 
     def value(self, feat: torch.Tensor, slow: bool = False) -> torch.Tensor:
         return self.twohot.decode((self.slow_critic if slow else self.critic)(feat))
@@ -82,7 +97,7 @@ class ActorCritic(nn.Module):
         Returns feats (H+1, N, F) and actions (H, N, A)."""
         state, feats, actions = start, [wm.rssm.feat(start)], []
         for _ in range(horizon):
-            mean, std = self.actor(feats[-1])
+            mean, std = self.actor(self.actor_in(feats[-1]))
             action = self.actor.sample(mean, std)
             state = wm.rssm.img_step(state, action)
             feats.append(wm.rssm.feat(state)), actions.append(action)
@@ -104,7 +119,7 @@ class ActorCritic(nn.Module):
         weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[:-1]]), 0).detach()  # (H, N)
         scale = self.retnorm.update(ret)
         adv = (ret - value[:-1].detach()) / scale
-        mean, std = self.actor(feats[:-1].detach())
+        mean, std = self.actor(self.actor_in(feats[:-1].detach()))
         entropy = self.actor.entropy(std)
         if c.grad == "dynamics":
             actor_obj = adv

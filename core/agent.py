@@ -6,6 +6,9 @@ Extension seams used by other packages (student/, teacher/) without touching the
 - ``ac.reward_fn``: ``(wm, feats (H+1, N, F), actions (H, N, A)) -> (H, N)`` replaces the reward head's
   prediction in imagination (intrinsic rewards).
 - ``attach(name, module)``: a module trained by the world-model optimiser (kept in checkpoints).
+- ``acting_observers``: callables run on every acting step (e.g. a frozen teacher filtering the same
+  observations); what they return is carried in the per-env state.
+- ``set_actor_input(provider)``: extra actor input features (Vid2Act's action-replay features).
 """
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ class Agent(nn.Module):
         self.actor_opt = Optimizer(self.ac.actor.parameters(), cfg.actor_opt)
         self.critic_opt = Optimizer(self.ac.critic.parameters(), cfg.critic_opt)
         self.loss_terms: list = []
+        # (x preprocessed obs, is_first (N,), previous state, new latent) -> {name: (N, ...)} kept in the state
+        self.acting_observers: list = []
         self.updates = 0
         if cfg.compile:
             from core.runtime import compile_agent
@@ -46,6 +51,14 @@ class Agent(nn.Module):
         self.wm.add_module(name, module.to(self.device))
         self.wm_opt = Optimizer(self.wm.parameters(), self.cfg.wm_opt)
         return module
+
+    def set_actor_input(self, provider) -> None:
+        """Give the actor extra input features from `provider` (see ActorCritic.set_actor_input and
+        policy()); the actor and its optimiser are rebuilt, so call before training starts."""
+        if self.updates:
+            raise RuntimeError("set_actor_input after training started would discard the trained actor")
+        self.ac.set_actor_input(provider, self.wm.rssm.feat_dim)
+        self.actor_opt = Optimizer(self.ac.actor.parameters(), self.cfg.actor_opt)
 
     # ---- acting ------------------------------------------------------------------------------
     def initial_state(self, n: int) -> dict:
@@ -63,7 +76,12 @@ class Agent(nn.Module):
         with self.autocast():
             embed = self.wm.encoder(x)
             latent = self.wm.rssm.obs_step(state, state["action"], embed, is_first)
-            mean, std = self.ac.actor(self.wm.rssm.feat(latent))
+            for observe in self.acting_observers:  # what they carry per env rides in the state: (N, ...) leaves
+                latent.update(observe(x, is_first, state, latent))
+            inp = self.wm.rssm.feat(latent)  # (N, F)
+            if self.ac.actor_input is not None:
+                inp = torch.cat([inp, self.ac.actor_input.acting(latent)], -1)  # (N, F + E)
+            mean, std = self.ac.actor(inp)
         action = self.ac.actor.sample(mean, std) if explore else self.ac.actor.mode(mean)
         latent["action"] = action
         return action.cpu().numpy(), latent

@@ -76,18 +76,19 @@ def bc_prior(trainer, dataset: OfflineDataset, indices: list[int]) -> BCPolicy:
 
 def attach(trainer) -> None:
     cfg, m = trainer.cfg, trainer.cfg.method
-    if not (m.rehearsal or m.guidance):
-        return  # both off: this is method=finetune
+    if not (m.rehearsal or m.guidance or "vid2act" in m.components):
+        return  # both off: this is method=finetune (the hybrid's VAE still learns from the retrieved data)
     root = m.dataset or trainer.teacher["dataset"]["root"]
     dataset = OfflineDataset(root, max_action_dim=cfg.max_action_dim)
     indices = retrieved_indices(trainer, dataset)
     retrieved = dataset.subset(indices)
+    trainer.retrieval = (root, indices)  # for the vid2act component of method=hybrid
     if m.rehearsal:
         trainer.batch_source = Rehearsal(trainer.replay, retrieved, m.offline_share, seed=cfg.seed)
     if m.shift.every:  # GSA Fig. 2: Wasserstein distances online / retrieved / offline
         trainer.log_sources.append(ShiftMonitor(trainer, retrieved, dataset, m.shift.every, m.shift.batch,
                                                 m.shift.length, seed=cfg.seed))
-    if m.guidance:
+    if m.guidance and m.get("prior", "bc") == "bc":  # prior=vae: the vid2act component guides
         s = m.schedule
         schedule = GuidanceSchedule(s.initial, s.final, s.duration, trainer.spec.episode_length, cfg.trainer.warmup)
         guide = GuidedActing(bc_prior(trainer, dataset, indices), schedule, trainer.envs.num_envs)

@@ -102,6 +102,21 @@ class OfflineDataset:
         """A view of trajectories `indices` (e.g. retrieved ones) with the same labels and action dim."""
         return copy.copy(self)._use([self.meta[int(i)] for i in indices], self.labels)
 
+    def with_labels(self, key: str, labels: list | None = None) -> OfflineDataset:
+        """A view of the same trajectories labelled by manifest field `key`, with label k = labels[k]
+        (default: the values present, sorted), e.g. a teacher's label order or the retrieved domains."""
+        if any(key not in r for r in self.meta):
+            raise ValueError(f"label key {key!r} is not a field of every manifest row; fields: {sorted(self.meta[0])}")
+        present = _sorted_values(r[key] for r in self.meta)
+        labels = present if labels is None else list(labels)
+        unknown = sorted(set(present) - set(labels), key=str)
+        if unknown:
+            raise ValueError(f"{self.root} has {key} values {unknown} outside the labels {labels}; filter them "
+                             f"out or use a teacher pretrained on them")
+        view = copy.copy(self)
+        view.label_key = key
+        return view._use(self.meta, labels)
+
     def split(self, fraction: float, seed: int = 0) -> tuple[OfflineDataset, OfflineDataset]:
         """(train, heldout) with the same labels and action dim: a trajectory is held out when a hash of
         (seed, id) is below fraction, so its side never changes as the dataset grows (at least one held)."""

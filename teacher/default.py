@@ -1,10 +1,13 @@
-"""The embedded default teacher: when a method starts from a teacher (method.init_from_teacher) and
-none is given, `ensure(cfg)` builds a small one once and caches it in `default_teacher.dir`
+"""The embedded default teachers: when a method needs a teacher (method.teacher_kind, or
+method.init_from_teacher: generalist) and none is given, `ensure(cfg)` builds a small one once and caches it in `default_teacher.dir`
 (default runs/default_teacher):
 
 1. collect a small multi-embodiment offline dataset (python -m teacher.collect): DMC random episodes
    on several bodies and Meta-World scripted experts with GSA's action noise;
 2. pretrain a tiny generalist teacher on it (teacher.pretrain, reward-free).
+
+The mixture teacher (method=vid2act) is built the same way in `default_teacher.mixture_dir` from
+Meta-World scripted-expert sources (`mixture_tasks`), conditioned on their task labels.
 
 Both steps show their progress bars and resume if interrupted; later runs reuse the finished teacher.
 """
@@ -35,14 +38,23 @@ def finished(path: pathlib.Path, steps: int) -> bool:
     return read_teacher(path)["step"] >= steps
 
 
-def ensure(cfg) -> pathlib.Path:
-    """Path of the default teacher.pt, building it first if needed."""
+def mixture_commands(d, data: pathlib.Path) -> list[list[str]]:
+    """teacher.collect command line of the default mixture teacher's data: Vid2Act-style Meta-World
+    expert sources, one label per task."""
+    return [["--dataset", str(data), "--workers", str(d.workers), "--seed", "0", "--suite", "metaworld",
+             "--tasks", *d.mixture_tasks, "--policy", "expert", "--episodes", str(d.mixture_episodes)]]
+
+
+def ensure(cfg, kind: str = "generalist") -> pathlib.Path:
+    """Path of the default teacher.pt of this kind (generalist | mixture), building it first if needed."""
     from hydra import compose, initialize_config_dir
 
     from teacher.collect import main as collect
     from teacher.pretrain import Pretrainer
     d = cfg.default_teacher
-    root = pathlib.Path(d.dir)
+    if kind not in ("generalist", "mixture"):
+        raise ValueError(f"teacher kind {kind!r}: use generalist or mixture")
+    root = pathlib.Path(d.dir if kind == "generalist" else d.mixture_dir)
     run, data = root / "pretrain", root / "data"
     teacher = run / "teacher.pt"
     if finished(teacher, d.steps):
@@ -50,12 +62,12 @@ def ensure(cfg) -> pathlib.Path:
         return teacher
     log.info("no teacher given: building the embedded default once in %s (collect, then pretrain %d updates)",
              root, d.steps)
-    for argv in collect_commands(d, data):
+    for argv in (collect_commands if kind == "generalist" else mixture_commands)(d, data):
         collect(argv)
     configs = pathlib.Path(__file__).resolve().parents[1] / "configs"
     with initialize_config_dir(config_dir=str(configs), version_base=None):
         pcfg = compose("pretrain", overrides=[
-            f"dataset={data.resolve()}", f"run_dir={run}", "model=tiny", f"steps={d.steps}",
+            f"dataset={data.resolve()}", f"run_dir={run}", f"kind={kind}", "model=tiny", f"steps={d.steps}",
             f"batch_size={d.batch_size}", f"batch_length={d.batch_length}", f"max_action_dim={cfg.max_action_dim}",
             f"eval_every={max(d.steps // 4, 1)}", "workers=0", f"device={cfg.device}",
             "logger.wandb=disabled", f"logger.progress={cfg.logger.progress}"])

@@ -11,6 +11,7 @@ import importlib
 COMPONENTS = {
     "disagreement": "teacher.explore:attach",   # reward-free exploration (ensemble disagreement)
     "gsa": "student.gsa:attach",                # retrieval rehearsal + execution guidance
+    "vid2act": "student.vid2act:attach",        # distillation from a frozen teacher + action replay
 }
 
 

@@ -101,16 +101,20 @@ class Trainer:
     def _read_teacher(self) -> dict | None:
         """teacher=PATH: read the teacher file; methods that start from it take its architecture."""
         cfg = self.cfg
+        kind = cfg.method.get("teacher_kind", "generalist" if cfg.method.get("init_from_teacher") else None)
         if not cfg.get("teacher"):
-            if not cfg.method.get("init_from_teacher"):
+            if kind is None:
                 return None
             if not cfg.default_teacher.enabled:
-                raise ValueError(f"method={cfg.method.name} starts from a pretrained world model: pass teacher=PATH "
-                                 f"(the teacher.pt written by `python -m teacher.pretrain dataset=DIR`)")
+                raise ValueError(f"method={cfg.method.name} needs a pretrained {kind} teacher: pass teacher=PATH "
+                                 f"(the teacher.pt written by `python -m teacher.pretrain kind={kind} dataset=DIR`)")
             from teacher.default import ensure
-            cfg.teacher = str(ensure(cfg))  # the embedded default, built once and cached
+            cfg.teacher = str(ensure(cfg, kind))  # the embedded default, built once and cached
         from teacher.model import apply_teacher_arch, read_teacher
         info = read_teacher(cfg.teacher)
+        if kind is not None and info["kind"] != kind:
+            raise ValueError(f"method={cfg.method.name} needs a {kind} teacher but {cfg.teacher} is {info['kind']}; "
+                             f"pretrain one with `python -m teacher.pretrain kind={kind} dataset=DIR`")
         if cfg.method.get("init_from_teacher"):
             for note in apply_teacher_arch(cfg, info):
                 log.info("architecture from the teacher: %s", note)

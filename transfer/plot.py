@@ -1,5 +1,6 @@
 """Curves from a run's metrics.jsonl: `python -m transfer.plot RUN_DIR` writes RUN_DIR/returns.png
-(train episode returns, eval and final returns against env steps); `plot_losses` writes a
+(train episode returns, eval and final returns against env steps) and, for runs with distillation,
+RUN_DIR/weights.png (the domain weights against env steps); `plot_losses` writes a
 pretraining run's RUN_DIR/losses.png (train and held-out losses against updates)."""
 from __future__ import annotations
 
@@ -46,9 +47,21 @@ def plot(run_dir, keys=RETURNS, name="returns.png", xlabel="env steps (frames)",
     return path
 
 
+def plot_weights(run_dir) -> pathlib.Path | None:
+    """RUN_DIR/weights.png: the distillation's per-source domain weights over time (Vid2Act Fig. 9);
+    None when the run logged none."""
+    keys: dict = {}
+    for line in (pathlib.Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        keys.update({k: dict(lw=1.5) for k in json.loads(line) if k.startswith("distill/weight_")})
+    if not keys:
+        return None
+    return plot(run_dir, dict(sorted(keys.items())), "weights.png", ylabel="domain weight (mean over the batch)")
+
+
 def plot_losses(run_dir) -> pathlib.Path:
     return plot(run_dir, LOSSES, "losses.png", "updates", "loss (sum over pixels + KL)", log_y=True)
 
 
 if __name__ == "__main__":
-    print(plot(sys.argv[1] if len(sys.argv) > 1 else "."))
+    run = sys.argv[1] if len(sys.argv) > 1 else "."
+    print(plot(run), plot_weights(run) or "")

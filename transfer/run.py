@@ -25,8 +25,8 @@ def main(cfg: DictConfig) -> float:
         result = trainer.run()
     finally:
         trainer.close()
-    from transfer.plot import plot
-    plot(run_dir)
+    from transfer.plot import plot, plot_weights
+    plot(run_dir), plot_weights(run_dir)
     log.info("done: %s (outputs in %s)", result, run_dir)
     return result.get("final/return", 0.0)
 

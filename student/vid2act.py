@@ -1,0 +1,185 @@
+"""The `vid2act` component (method=vid2act, method=hybrid): domain-selective distillation from a frozen
+teacher (student/distill.py) and the action-replay VAE (student/vae.py), attached through the seams of
+core.agent.Agent (loss_terms, acting_observers, set_actor_input) and transfer.loop.Trainer
+(acting_hooks, log_sources).
+
+Source domains (K):
+- vid2act: the mixture teacher's task labels; the VAE learns from the teacher's offline source data;
+- hybrid: the values of `method.domain_key` (task or embodiment) among the retrieved trajectories
+  (the gsa component retrieves them first); the VAE learns from the retrieved data.
+
+The domain used by the VAE, k*, is the one with the highest learned weight: per imagination start
+state and per acting step (the teacher filters the real observations with its own state). With
+uniform weights or distillation off, k* is the domain with the most source trajectories.
+"""
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from student.distill import DomainDistiller, teacher_features
+from student.guidance import GuidanceSchedule, GuidedActing
+from student.vae import ActionVAE
+from teacher.dataset import OfflineDataset
+from teacher.model import build_teacher
+
+
+def source_data(trainer) -> OfflineDataset:
+    """The source data, labelled by domain (see module doc)."""
+    cfg, m, info = trainer.cfg, trainer.cfg.method, trainer.teacher
+    if getattr(trainer, "retrieval", None):  # hybrid: the retrieved trajectories
+        root, indices = trainer.retrieval
+        return OfflineDataset(root, max_action_dim=cfg.max_action_dim).subset(indices).with_labels(m.domain_key)
+    if not info["labels"]:
+        raise ValueError(f"method={m.name} needs a mixture (task-label conditioned) teacher; {cfg.teacher} is "
+                         f"{info['kind']}: pretrain one with `python -m teacher.pretrain kind=mixture dataset=DIR`")
+    root, key = m.dataset or info["dataset"]["root"], info["label_key"]
+    data = OfflineDataset(root, max_action_dim=cfg.max_action_dim, where={key: info["labels"]}, label_key=key)
+    return data.with_labels(key, info["labels"])
+
+
+class ReplayGuidance(GuidedActing):
+    """Execution guidance whose prior is the VAE decoder: the action it replayed on the last acting step."""
+
+    def __init__(self, owner, schedule: GuidanceSchedule, num_envs: int):
+        super().__init__(types.SimpleNamespace(frames=1), schedule, num_envs)
+        self.owner = owner
+
+    def act(self, indices) -> np.ndarray:
+        return self.owner.last_prior[list(indices)].astype(np.float32)
+
+
+class Vid2Act:
+    def __init__(self, trainer):
+        cfg, m, agent = trainer.cfg, trainer.cfg.method, trainer.agent
+        self.m, self.agent, self.device = m, agent, trainer.device
+        self.teacher = build_teacher(trainer.teacher, trainer.device)  # frozen; never attached or saved
+        if self.teacher.act_dim != agent.act_dim:
+            raise ValueError(f"the teacher acts in {self.teacher.act_dim} padded dims, this run in {agent.act_dim}; "
+                             f"rerun with max_action_dim={self.teacher.act_dim}")
+        self.source = source_data(trainer)
+        self.names = [str(v) for v in self.source.labels]
+        k, fs = len(self.names), agent.wm.rssm.feat_dim
+        counts = np.bincount(self.source.label, minlength=k)
+        self.fixed = int(np.argmax(counts))  # k* when weights are not learned
+        d, a = m.distill, m.action_replay
+        self.learned = d.enabled and d.weights == "learned"
+        self.distiller = agent.attach("distiller", DomainDistiller(
+            self.teacher.rssm.feat_dim, fs, k, conditioned=not self.teacher.labels, layers=d.layers,
+            units=d.units, floor=d.floor, weights=d.weights, score_layers=d.score_layers))
+        self.vae = agent.attach("action_vae", ActionVAE(fs, trainer.spec.action_mask, k, a.units, a.hidden)) \
+            if a.enabled else None
+        self.rng = np.random.default_rng(cfg.seed + 11)
+        self.best = None             # (N,) k* per imagination start state, set by the loss term
+        self.last_prior = None       # (N, A) the VAE's action on the last acting step (guidance prior)
+        self.weight_sum, self.weight_n, self.vae_log = torch.zeros(k), 0, []
+        agent.loss_terms.append(self.loss)
+        wants_prior = m.get("guidance", False) and m.get("prior", "bc") == "vae"
+        if wants_prior and self.vae is None:
+            raise ValueError("method.prior=vae needs method.action_replay.enabled=true (or use method.prior=bc)")
+        if self.vae is not None and (m.actor_input or wants_prior):
+            agent.acting_observers.append(self.observe)
+        if self.vae is not None and m.actor_input:
+            agent.set_actor_input(self)
+        if wants_prior:
+            s = m.schedule
+            schedule = GuidanceSchedule(s.initial, s.final, s.duration, trainer.spec.episode_length, cfg.trainer.warmup)
+            guide, rng = ReplayGuidance(self, schedule, trainer.envs.num_envs), np.random.default_rng(cfg.seed + 7)
+            trainer.acting_hooks.append(lambda tr, obs, action: guide.apply(obs, action, tr.step, rng)[0])
+            trainer.log_sources.append(guide.metrics)
+        trainer.log_sources.append(self.metrics)
+
+    # ---- world-model loss term -----------------------------------------------------------------
+    def loss(self, agent, batch: dict, post: dict) -> dict:
+        out, student = {}, agent.wm.rssm.feat(post)  # (B, T, Fs), not detached
+        if self.m.distill.enabled:
+            loss, w = self.distiller(teacher_features(self.teacher, batch), student)  # (B, T), (B, T, K)
+            out["distill"] = self.m.distill.alpha * loss
+            w = w.detach()
+            self.weight_sum += w.mean((0, 1)).float().cpu()
+            self.weight_n += 1
+            self.best = w.argmax(-1).flatten() if self.learned else None  # (B*T,) like the start states
+        freeze = self.m.action_replay.freeze_after  # 0: trained all along (authors' code); N: frozen after N updates
+        if self.vae is not None and (not freeze or agent.updates < freeze):
+            out["action_replay"] = self.m.action_replay.beta * self.vae_loss()
+        return out
+
+    def vae_loss(self) -> torch.Tensor:
+        """The VAE on a source batch: distilled teacher feature at t (for the source's own domain) -> the
+        action taken there (stored at t + 1)."""
+        a = self.m.action_replay
+        sb = self.source.sample(a.batch, a.length, self.rng)
+        t = {k: torch.as_tensor(sb[k]).to(self.device) for k in ("image", "action", "is_first", "label", "action_mask")}
+        b, n = t["is_first"].shape
+        with torch.no_grad():
+            tf = teacher_features(self.teacher, t, labels=t["label"] if self.teacher.labels else None)  # (B, T, 1, Ft)
+            d = self.distiller.distilled(tf)  # (B, T, K, Fs)
+            s = d.gather(2, t["label"][:, None, None, None].expand(b, n, 1, d.shape[-1])).squeeze(2)  # (B, T, Fs)
+        label = t["label"][:, None].expand(b, n - 1)
+        mask = t["action_mask"][:, None].expand(b, n - 1, -1)  # the source's native dims
+        loss, metrics = self.vae.loss(s[:, :-1].flatten(0, 1), t["action"][:, 1:].flatten(0, 1), label.flatten(),
+                                      valid=~t["is_first"][:, 1:].flatten(), mask=mask.flatten(0, 1))
+        self.vae_log.append({k: float(v) for k, v in metrics.items()})
+        return loss
+
+    # ---- the domain k* and the actor's extra input -----------------------------------------------
+    def choose(self, teacher_feat: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+        """teacher_feat (N, K|1, Ft), student (N, Fs) -> k* (N,)."""
+        if not self.learned:
+            return torch.full(student.shape[:1], self.fixed, device=student.device, dtype=torch.long)
+        return self.distiller.weights(teacher_feat, student).argmax(-1)
+
+    @property
+    def extra_dim(self) -> int:
+        return self.vae.hidden_dim
+
+    def imagined(self, feat: torch.Tensor) -> torch.Tensor:
+        """(..., N, Fs) -> decoder features (..., N, E) for each start state's k*."""
+        n = feat.shape[-2]
+        best = self.best if self.best is not None and len(self.best) == n else \
+            torch.full((n,), self.fixed, device=feat.device, dtype=torch.long)
+        return self.vae.features(feat, best.expand(feat.shape[:-1]))
+
+    def acting(self, latent: dict) -> torch.Tensor:
+        return self.vae.features(self.agent.wm.rssm.feat(latent), latent["domain"].long())  # (N, E)
+
+    @torch.no_grad()
+    def observe(self, x: dict, is_first: torch.Tensor, state: dict, latent: dict) -> dict:
+        """One acting step of the frozen teacher on the real observations, with its own state per env (and
+        per label for a mixture teacher); chooses k* and the VAE's replayed action."""
+        teacher, n = self.teacher, is_first.shape[0]
+        kt = max(teacher.labels, 1)
+        if "t_deter" in state:  # (N, kt, ...) -> (kt * N, ...), label-major
+            prev = {k: state[f"t_{k}"].transpose(0, 1).flatten(0, 1) for k in ("deter", "stoch")}
+        else:
+            prev = teacher.rssm.initial(kt * n, is_first.device)
+        cond = F.one_hot(torch.arange(kt, device=is_first.device).repeat_interleave(n), kt).float() \
+            if teacher.labels else None  # (kt * N, K)
+        embed = teacher.encoder({k: v.repeat(kt, *[1] * (v.dim() - 1)) for k, v in x.items()}, cond)
+        new = teacher.rssm.obs_step(prev, state["action"].repeat(kt, 1), embed, is_first.repeat(kt), cond)
+        student = self.agent.wm.rssm.feat(latent)  # (N, Fs)
+        tfeat = teacher.rssm.feat(new).reshape(kt, n, -1).transpose(0, 1)  # (N, kt, Ft)
+        domain = self.choose(tfeat, student)
+        self.last_prior = self.vae.act(student, domain).float().cpu().numpy()  # (N, A)
+        carry = {f"t_{k}": new[k].reshape(kt, n, *new[k].shape[1:]).transpose(0, 1) for k in ("deter", "stoch")}
+        return {**carry, "domain": domain}
+
+    # ---- logs --------------------------------------------------------------------------------
+    def metrics(self) -> dict:
+        """Mean domain weights since the last call (Vid2Act Fig. 9) and the VAE's losses."""
+        out = {}
+        if self.weight_n:
+            w = self.weight_sum / self.weight_n
+            out.update({f"distill/weight_{name}": float(v) for name, v in zip(self.names, w)})
+            self.weight_sum, self.weight_n = torch.zeros_like(self.weight_sum), 0
+        if self.vae_log:
+            out.update({k: float(np.mean([r[k] for r in self.vae_log])) for k in self.vae_log[0]})
+            self.vae_log = []
+        return out
+
+
+def attach(trainer) -> None:
+    Vid2Act(trainer)

@@ -1,0 +1,171 @@
+"""method=vid2act and method=hybrid on real envs with real (tiny) teachers: distillation weights, the
+action-replay VAE, actor inputs, guidance by the VAE prior, ablation switches and a frozen teacher."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import collect_random, compose, pretrain_cfg
+from student.distill import DomainDistiller
+from student.vae import ActionVAE
+from student.vid2act import Vid2Act
+from teacher.model import build_teacher, read_teacher
+from teacher.pretrain import Pretrainer
+from transfer.loop import Trainer
+from transfer.plot import plot_weights
+
+FAST = ["preset=quick", "env.action_repeat=2", "env.episode_frames=40", "trainer.warmup=40", "trainer.batch_size=4",
+        "trainer.batch_length=8", "trainer.train_ratio=32", "trainer.eval_every=1000000",
+        "trainer.final_eval_episodes=1", "trainer.log_every=20", "logger.wandb=disabled", "logger.progress=false",
+        "method.action_replay.batch=4", "method.action_replay.length=6", "method.action_replay.units=32",
+        "method.distill.units=32"]
+GSA_FAST = ["method.retrieval.queries=2", "method.retrieval.k=3", "method.bc.steps=4", "method.bc.batch=8",
+            "method.schedule.duration=200"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    collect_random(root, tasks=("cartpole_balance", "walker_walk"), episodes=3, frames=40)
+    return root
+
+
+@pytest.fixture(scope="module")
+def mixture(data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("mixture")
+    Pretrainer(pretrain_cfg(data, run, "kind=mixture", "steps=2", "eval_every=2"), run).run()
+    return run / "teacher.pt"
+
+
+@pytest.fixture(scope="module")
+def generalist(data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("generalist")
+    Pretrainer(pretrain_cfg(data, run, "steps=2", "eval_every=2"), run).run()
+    return run / "teacher.pt"
+
+
+def run(tmp_path, *overrides):
+    trainer = Trainer(compose(*FAST, f"run_dir={tmp_path}", *overrides), tmp_path)
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    return trainer
+
+
+def rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def component(trainer) -> Vid2Act:
+    return next(h.__self__ for h in trainer.agent.loss_terms if isinstance(getattr(h, "__self__", None), Vid2Act))
+
+
+def test_vid2act_end_to_end_keeps_teacher_frozen(tmp_path, mixture):
+    before = build_teacher(read_teacher(mixture)).state_dict()
+    trainer = run(tmp_path, "method=vid2act", f"teacher={mixture}", "task=cartpole_balance", "trainer.steps=120")
+    v = component(trainer)
+    for k, value in v.teacher.state_dict().items():  # bit-identical after training
+        assert torch.equal(value, before[k]), k
+    assert v.names == ["cartpole_balance", "walker_walk"] and trainer.agent.updates > 0
+    assert trainer.agent.ac.actor.net[0].in_features == trainer.agent.wm.rssm.feat_dim + 50
+    logged = rows(tmp_path)
+    weights = [(r["distill/weight_cartpole_balance"], r["distill/weight_walker_walk"]) for r in logged
+               if "distill/weight_cartpole_balance" in r]
+    assert weights and all(abs(a + b - 1) < 1e-4 for a, b in weights)
+    assert any("vae/mse" in r for r in logged) and any("train/loss_distill" in r for r in logged)
+    assert plot_weights(tmp_path).exists()
+
+
+def test_vid2act_needs_a_mixture_teacher(tmp_path, generalist):
+    with pytest.raises(ValueError, match="mixture"):
+        Trainer(compose(*FAST, "method=vid2act", f"teacher={generalist}", f"run_dir={tmp_path}"), tmp_path)
+
+
+def test_vid2act_ablations(tmp_path, mixture):
+    base = ["method=vid2act", f"teacher={mixture}", "task=cartpole_balance", "trainer.steps=60"]
+    uniform = component(run(tmp_path / "u", *base, "method.distill.weights=uniform"))
+    w = [r["distill/weight_walker_walk"] for r in rows(tmp_path / "u") if "distill/weight_walker_walk" in r]
+    assert w and all(x == pytest.approx(0.5) for x in w) and uniform.best is None
+    no_replay = run(tmp_path / "n", *base, "method.action_replay.enabled=false")
+    assert component(no_replay).vae is None and no_replay.agent.ac.actor_input is None
+    assert no_replay.agent.ac.actor.net[0].in_features == no_replay.agent.wm.rssm.feat_dim
+
+
+def test_hybrid_end_to_end_with_vae_prior(tmp_path, generalist):
+    before = build_teacher(read_teacher(generalist)).state_dict()
+    trainer = run(tmp_path, "method=hybrid", f"teacher={generalist}", "task=cartpole_balance", "trainer.steps=120",
+                  *GSA_FAST)
+    v = component(trainer)
+    assert v.names == ["cartpole_balance"]  # only cartpole's action dim is compatible: one retrieved domain
+    assert not (tmp_path / "bc_prior.pt").exists() and v.last_prior is not None
+    guided = [r["guidance/fraction"] for r in rows(tmp_path) if "guidance/fraction" in r]
+    assert guided and guided[0] == 1.0  # warm-up episodes are guided whole, by the VAE
+    for k, value in v.teacher.state_dict().items():
+        assert torch.equal(value, before[k]), k
+
+
+def test_hybrid_ablations(tmp_path, generalist):
+    base = ["method=hybrid", f"teacher={generalist}", "task=cartpole_balance", "trainer.steps=60", *GSA_FAST]
+    bc = run(tmp_path / "bc", *base, "method.prior=bc")
+    assert (tmp_path / "bc" / "bc_prior.pt").exists() and component(bc).last_prior is None
+    off = run(tmp_path / "off", *base, "method.distill.enabled=false")
+    assert not any("train/loss_distill" in r for r in rows(tmp_path / "off"))
+    assert any("train/loss_action_replay" in r for r in rows(tmp_path / "off"))
+    with_input = run(tmp_path / "in", *base, "method.actor_input=true")
+    assert with_input.agent.ac.actor_input is not None
+
+
+@pytest.mark.parametrize("dims", [(1, 12), (4, 12), (6, 6)])
+def test_vae_shapes_and_masks(dims):
+    native, padded = dims
+    mask = np.zeros(padded, np.float32)
+    mask[:native] = 1
+    vae = ActionVAE(feat_dim=20, action_mask=mask, domains=3, units=32, hidden=50)
+    feat, domain = torch.randn(2, 5, 20), torch.randint(0, 3, (2, 5))
+    assert vae.features(feat, domain).shape == (2, 5, 50)
+    action = vae.act(feat, domain)
+    assert action.shape == (2, 5, padded) and torch.all(action[..., native:] == 0)
+    target = torch.zeros(10, padded)
+    target[:, :native] = torch.rand(10, native) * 2 - 1
+    junk = target.clone()
+    junk[:, native:] = 5.0  # padded dims never count
+    torch.manual_seed(0)
+    a, _ = vae.loss(feat.flatten(0, 1), target, domain.flatten())
+    torch.manual_seed(0)
+    b, _ = vae.loss(feat.flatten(0, 1), junk, domain.flatten(), mask=torch.as_tensor(mask).expand(10, padded))
+    assert torch.allclose(a, b)
+
+
+def test_vae_reconstruction_error_falls():
+    torch.manual_seed(0)
+    mask = np.array([1, 1, 1, 0, 0], np.float32)
+    vae = ActionVAE(feat_dim=8, action_mask=mask, domains=2, units=64, hidden=16)
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    w = torch.randn(2, 8, 3)
+    mses = []
+    for _ in range(300):
+        feat, domain = torch.randn(64, 8), torch.randint(0, 2, (64,))
+        action = torch.zeros(64, 5)
+        action[:, :3] = torch.tanh(torch.einsum("nf,nfa->na", feat, w[domain]))  # each domain its own policy
+        loss, m = vae.loss(feat, action, domain)
+        opt.zero_grad(), loss.backward(), opt.step()
+        mses.append(float(m["vae/mse"]))
+    assert np.mean(mses[-20:]) < 0.5 * np.mean(mses[:20])
+
+
+def test_distiller_weights_favour_the_informative_domain():
+    torch.manual_seed(0)
+    distiller = DomainDistiller(teacher_dim=6, student_dim=6, domains=2, conditioned=False, units=32)
+    opt = torch.optim.Adam(distiller.parameters(), lr=3e-3)
+    last = []
+    for _ in range(400):
+        student = torch.randn(8, 4, 6)
+        unrelated = torch.randn_like(student) + 1.0  # uninformative, and distinguishable (like a wrong label's features)
+        teacher = torch.stack([student + 0.05 * torch.randn_like(student), unrelated], 2)  # (B, T, K, F)
+        loss, w = distiller(teacher, student)
+        opt.zero_grad(), loss.mean().backward(), opt.step()
+        last = (last + [float(w.detach().mean((0, 1))[0])])[-50:]
+    assert np.mean(last) > 0.65  # starts at ~0.5
+

@@ -39,7 +39,7 @@ def test_rssm_observe_and_imagine_shapes(tiny_cfg):
     for v in losses.values():
         assert v.shape == (3, 7) and torch.isfinite(v).all()
     start = {k: v.flatten(0, 1) for k, v in post.items()}
-    feats, actions = agent.ac.imagine(agent.wm, start, horizon=4)
+    feats, actions, _ = agent.ac.imagine(agent.wm, start, horizon=4)
     assert feats.shape == (5, 21, rssm.feat_dim)
     assert actions.shape == (4, 21, A)
 
@@ -57,9 +57,12 @@ def test_padded_action_dims_stay_zero(tiny_cfg):
         agent.ac.actor.net[-1].bias.fill_(3.0)
     _, post, _ = agent.wm.loss(fake_batch())
     start = {k: v.detach().flatten(0, 1) for k, v in post.items()}
-    _, actions = agent.ac.imagine(agent.wm, start, horizon=5)
+    _, actions, raws = agent.ac.imagine(agent.wm, start, horizon=5)
     assert (actions[..., NATIVE:] == 0).all()
     assert (actions[..., :NATIVE].abs() > 0).all()
+    # REINFORCE takes log-probs of the raw samples; the model is fed the clipped ones
+    assert (raws[..., NATIVE:] == 0).all() and (raws.abs() > 1).any()
+    assert torch.equal(actions, raws.clamp(-1, 1))
     obs = dict(image=np.zeros((2, 64, 64, 3), np.uint8), is_first=np.array([True, False]))
     for explore in (True, False):
         act, _ = agent.policy(obs, agent.initial_state(2), explore=explore)

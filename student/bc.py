@@ -13,9 +13,12 @@ first: (3k, H, W) with channels [3j, 3j + 3) = frame t - (k - 1) + j.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 
 # ---- frame stacking ---------------------------------------------------------------------------
@@ -167,7 +170,7 @@ def check_masks(policy: BCPolicy, data: BCData):
 
 def train_bc(policy: BCPolicy, dataset, indices, steps: int, batch: int = 256, lr: float = 1e-4,
              device="cpu", rng: np.random.Generator | None = None, pad: int = 3,
-             optimizer: torch.optim.Optimizer | None = None) -> list[float]:
+             optimizer: torch.optim.Optimizer | None = None, progress: bool = False) -> list[float]:
     """`steps` Adam updates of the masked MSE between policy(random_shift(stack)) and the next action,
     on batches drawn from the trajectories `indices` of `dataset` (an OfflineDataset; or a prebuilt
     BCData, then indices must be None). Returns the loss of every update (floats)."""
@@ -181,7 +184,8 @@ def train_bc(policy: BCPolicy, dataset, indices, steps: int, batch: int = 256, l
     optimizer = optimizer or torch.optim.Adam(policy.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))  # shifts follow rng too
     losses = []
-    for _ in range(steps):
+    bar = tqdm(range(steps), desc="BC prior", unit="update", dynamic_ncols=True, disable=not progress, file=sys.stderr)
+    for _ in bar:
         b = data.sample(batch, rng)
         images = random_shift(torch.as_tensor(b["image"], device=device), pad, generator)  # (B, 3k, H, W) uint8
         target = torch.as_tensor(b["action"], device=device)                       # (B, A)
@@ -191,5 +195,7 @@ def train_bc(policy: BCPolicy, dataset, indices, steps: int, batch: int = 256, l
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
+        if len(losses) % 50 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
     policy.eval()
     return losses

@@ -68,7 +68,7 @@ def bc_prior(trainer, dataset: OfflineDataset, indices: list[int]) -> BCPolicy:
         return policy
     log.info("training the BC prior on %d retrieved trajectories for %d updates", len(indices), c.steps)
     losses = train_bc(policy, dataset, indices, c.steps, batch=c.batch, lr=c.lr, device=trainer.device,
-                      rng=np.random.default_rng(trainer.cfg.seed))
+                      rng=np.random.default_rng(trainer.cfg.seed), progress=trainer.cfg.logger.progress)
     trainer.logger_rows.append({"bc/first_loss": losses[0], "bc/final_loss": float(np.mean(losses[-10:]))})
     torch.save(policy.state_dict(), path)
     return policy

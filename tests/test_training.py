@@ -101,6 +101,18 @@ def test_presets_compose():
     assert compose("preset=quick", "model=small").model.wm.deter == 1024
 
 
+def test_teacher_methods_without_teacher_run_the_embedded_default():
+    from transfer.run import embedded_default
+    for method in ("gsa", "finetune", "hybrid", "vid2act"):
+        argv = [f"method={method}", "seed=1"]
+        assert embedded_default(argv) == ["preset=quick", *argv]
+        quick = compose(*embedded_default(argv))
+        assert quick.model.wm.deter == 128 and quick.trainer.steps == 20000
+    for argv in (["method=gsa", "teacher=t.pt"], ["method=gsa", "preset=none"], ["method=dreamer"], [],
+                 ["method=gsa", "default_teacher.enabled=false"], ["method=nope"]):
+        assert embedded_default(argv) == argv
+
+
 def test_episode_stats_success_any_and_final():
     from transfer.loop import EpisodeStats
 

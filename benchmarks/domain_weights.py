@@ -1,6 +1,7 @@
 """Which source does Vid2Act's learned domain weighting prefer in a real (tiny) run? A measurement, not a test.
 
     python -m benchmarks.domain_weights [--seeds 0 1] [--teacher-steps 200] [--frames 4000] [--dir /tmp/wmt-weights]
+                                        [--out NAME] [student overrides, e.g. method.distill.fit=uniform]
 
 Sources: the target's own task (cartpole_balance) and an unrelated one (walker_walk), random-policy DMC
 episodes. A tiny mixture teacher is pretrained on both (task labels), then method=vid2act trains a tiny
@@ -23,11 +24,12 @@ def compose(name: str, overrides: list[str]):
         return hydra_compose(name, overrides=overrides)
 
 
-def one_seed(root: pathlib.Path, seed: int, teacher_steps: int, frames: int) -> list[dict]:
+def one_seed(root: pathlib.Path, seed: int, teacher_steps: int, frames: int, overrides: list[str],
+             name: str) -> list[dict]:
     from teacher.collect import main as collect
     from teacher.pretrain import Pretrainer
     from transfer.loop import Trainer
-    data, run, out = root / f"data{seed}", root / f"mixture{seed}", root / f"student{seed}"
+    data, run, out = root / f"data{seed}", root / f"mixture{seed}", root / f"{name}{seed}"
     if not (data / "manifest.jsonl").exists():
         collect(["--dataset", str(data), "--suite", "dmc", "--tasks", "cartpole_balance", "walker_walk", "--policy",
                  "random", "--episodes", "4", "--workers", "0", "--seed", str(seed), "--env-config", "episode_frames=200"])
@@ -40,7 +42,7 @@ def one_seed(root: pathlib.Path, seed: int, teacher_steps: int, frames: int) -> 
                                          f"run_dir={out}", f"seed={seed}", f"trainer.steps={frames}", "trainer.warmup=1000",
                                          "trainer.log_every=500", "trainer.eval_every=1000000",
                                          "trainer.final_eval_episodes=1", "logger.wandb=disabled",
-                                         "logger.progress=false"]), out)
+                                         "logger.progress=false", *overrides]), out)
     try:
         trainer.run()
     finally:
@@ -56,15 +58,17 @@ def main(argv=None):
     p.add_argument("--teacher-steps", type=int, default=200)
     p.add_argument("--frames", type=int, default=4000)
     p.add_argument("--dir", default="/tmp/wmt-weights")
+    p.add_argument("--out", default="domain_weights", help="results name: benchmarks/results/NAME.json")
+    p.add_argument("overrides", nargs="*", help="transfer.run overrides for the student run")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     rows = []
     for seed in args.seeds:
-        rows += one_seed(pathlib.Path(args.dir), seed, args.teacher_steps, args.frames)
+        rows += one_seed(pathlib.Path(args.dir), seed, args.teacher_steps, args.frames, args.overrides, args.out)
     print(f"{'seed':>4} {'env step':>8} {'w cartpole_balance (target)':>28} {'w walker_walk':>14}")
     for r in rows:
         print(f"{r['seed']:>4} {r['step']:>8} {r['cartpole_balance']:>28.3f} {r['walker_walk']:>14.3f}")
-    out = ROOT / "benchmarks" / "results" / "domain_weights.json"
+    out = ROOT / "benchmarks" / "results" / f"{args.out}.json"
     out.write_text(json.dumps(dict(args=vars(args), rows=rows), indent=1))
     print("wrote", out)
 

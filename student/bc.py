@@ -184,7 +184,8 @@ def train_bc(policy: BCPolicy, dataset, indices, steps: int, batch: int = 256, l
     optimizer = optimizer or torch.optim.Adam(policy.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))  # shifts follow rng too
     losses = []
-    bar = tqdm(range(steps), desc="BC prior", unit="update", dynamic_ncols=True, disable=not progress, file=sys.stderr)
+    bar = tqdm(range(steps), desc="BC prior", unit="update", dynamic_ncols=True, disable=not progress, file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 30)
     for _ in bar:
         b = data.sample(batch, rng)
         images = random_shift(torch.as_tensor(b["image"], device=device), pad, generator)  # (B, 3k, H, W) uint8

@@ -17,6 +17,11 @@ f^S, so they would carry no signal about which domain fits. `score_layers=0` is 
 score; with a label-free teacher the domains differ only by their one-hot, and a linear score then
 reduces to a per-domain constant, so the hybrid uses a hidden layer (state-dependent weights).
 `weights=uniform` replaces the learned w_k by 1/K (the ablation).
+`fit=weighted` (authors) trains the distiller on the weighted loss too, so the domain that first gets
+more weight gets a better-fitted distiller, hence a smaller gap and still more weight (in tiny runs the
+winner then depends on the seed). `fit=uniform` trains the distiller on the unweighted mean gap
+mean_k mean_D (sg(f^S) - d_k)^2 and the student and score on sum_k max(floor, w_k) (f^S - sg(d_k))^2,
+so each domain's gap measures only how well its teacher features predict the student.
 """
 from __future__ import annotations
 
@@ -53,10 +58,13 @@ class DomainDistiller(nn.Module):
 
     def __init__(self, teacher_dim: int, student_dim: int, domains: int, conditioned: bool,
                  layers: int = 1, units: int = 256, floor: float = 0.1, weights: str = "learned",
-                 score_layers: int = 0):
+                 score_layers: int = 0, fit: str = "weighted"):
         super().__init__()
         if weights not in ("learned", "uniform"):
             raise ValueError(f"distill.weights={weights!r}: use learned or uniform")
+        if fit not in ("weighted", "uniform"):
+            raise ValueError(f"distill.fit={fit!r}: use weighted or uniform")
+        self.fit_uniform = fit == "uniform"
         if floor * domains > 1.0 + 1e-6:
             raise ValueError(f"distill.floor={floor} with {domains} domains: the floors sum past 1; lower the floor")
         self.domains, self.conditioned, self.floor, self.learned = domains, conditioned, floor, weights == "learned"
@@ -89,5 +97,9 @@ class DomainDistiller(nn.Module):
         """teacher_feat (B, T, K|1, Ft), student (B, T, Fs) -> loss (B, T), weights (B, T, K)."""
         d = self.distilled(teacher_feat)  # (B, T, K, Fs)
         w = self.weights(teacher_feat, student)
-        gap = (student[..., None, :] - d).pow(2).mean(-1)  # (B, T, K)
-        return (w.clamp(min=self.floor) * gap).sum(-1), w
+        if not self.fit_uniform:
+            gap = (student[..., None, :] - d).pow(2).mean(-1)  # (B, T, K)
+            return (w.clamp(min=self.floor) * gap).sum(-1), w
+        gap = (student[..., None, :] - d.detach()).pow(2).mean(-1)       # (B, T, K): student and score
+        fit = (student.detach()[..., None, :] - d).pow(2).mean(-1).mean(-1)  # (B, T): the distiller
+        return (w.clamp(min=self.floor) * gap).sum(-1) + fit, w

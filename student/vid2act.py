@@ -69,7 +69,8 @@ class Vid2Act:
         self.learned = d.enabled and d.weights == "learned"
         self.distiller = agent.attach("distiller", DomainDistiller(
             self.teacher.rssm.feat_dim, fs, k, conditioned=not self.teacher.labels, layers=d.layers,
-            units=d.units, floor=d.floor, weights=d.weights, score_layers=d.score_layers))
+            units=d.units, floor=d.floor, weights=d.weights, score_layers=d.score_layers,
+            fit=d.get("fit", "weighted")))
         self.vae = agent.attach("action_vae", ActionVAE(fs, trainer.spec.action_mask, k, a.units, a.hidden)) \
             if a.enabled else None
         self.rng = np.random.default_rng(cfg.seed + 11)

@@ -45,10 +45,19 @@ def mixture_commands(d, data: pathlib.Path) -> list[list[str]]:
              "--tasks", *d.mixture_tasks, "--policy", "expert", "--episodes", str(d.mixture_episodes)]]
 
 
+def compose_pretrain(overrides: list[str]):
+    """configs/pretrain.yaml with overrides, from inside the running `transfer.run` Hydra app (its
+    config path is configs/) or from plain Python (tests, notebooks)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    if GlobalHydra.instance().is_initialized():
+        return compose("pretrain", overrides=overrides)
+    with initialize_config_dir(config_dir=str(pathlib.Path(__file__).resolve().parents[1] / "configs"), version_base=None):
+        return compose("pretrain", overrides=overrides)
+
+
 def ensure(cfg, kind: str = "generalist") -> pathlib.Path:
     """Path of the default teacher.pt of this kind (generalist | mixture), building it first if needed."""
-    from hydra import compose, initialize_config_dir
-
     from teacher.collect import main as collect
     from teacher.pretrain import Pretrainer
     d = cfg.default_teacher
@@ -64,12 +73,10 @@ def ensure(cfg, kind: str = "generalist") -> pathlib.Path:
              root, d.steps)
     for argv in (collect_commands if kind == "generalist" else mixture_commands)(d, data):
         collect(argv)
-    configs = pathlib.Path(__file__).resolve().parents[1] / "configs"
-    with initialize_config_dir(config_dir=str(configs), version_base=None):
-        pcfg = compose("pretrain", overrides=[
-            f"dataset={data.resolve()}", f"run_dir={run}", f"kind={kind}", "model=tiny", f"steps={d.steps}",
-            f"batch_size={d.batch_size}", f"batch_length={d.batch_length}", f"max_action_dim={cfg.max_action_dim}",
-            f"eval_every={max(d.steps // 4, 1)}", "workers=0", f"device={cfg.device}",
-            "logger.wandb=disabled", f"logger.progress={cfg.logger.progress}"])
+    pcfg = compose_pretrain([
+        f"dataset={data.resolve()}", f"run_dir={run}", f"kind={kind}", "model=tiny", f"steps={d.steps}",
+        f"batch_size={d.batch_size}", f"batch_length={d.batch_length}", f"max_action_dim={cfg.max_action_dim}",
+        f"eval_every={max(d.steps // 4, 1)}", "workers=0", f"device={cfg.device}",
+        "logger.wandb=disabled", f"logger.progress={cfg.logger.progress}"])
     Pretrainer(pcfg, run).run()
     return teacher

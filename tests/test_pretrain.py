@@ -125,7 +125,11 @@ def test_transfer_run_rebuilds_the_teacher(dmc_data, tmp_path):
 
 
 def test_default_teacher_is_built_once_then_reused(tmp_path):
-    """No teacher given: a small embedded one is collected + pretrained once, then reused."""
+    """No teacher given: the CLI (`python -m transfer.run method=finetune`, as a user types it) adds the
+    embedded default, collects + pretrains a small teacher once and fine-tunes; a later run reuses it."""
+    import subprocess
+    import sys
+
     from transfer.loop import Trainer
     recipe = [f"default_teacher.dir={tmp_path / 'default'}", "default_teacher.dmc_tasks=[cartpole_balance]",
               "default_teacher.dmc_episodes=2", "default_teacher.dmc_frames=40", "default_teacher.metaworld_tasks=[reach]",
@@ -133,12 +137,17 @@ def test_default_teacher_is_built_once_then_reused(tmp_path):
               "default_teacher.steps=2", "default_teacher.batch_size=2", "default_teacher.batch_length=8",
               "logger.wandb=disabled", "trainer.parallel=false", "env.episode_frames=20"]
     teacher = tmp_path / "default" / "pretrain" / "teacher.pt"
-    for i in range(2):
-        trainer = Trainer(compose("preset=quick", "method=finetune", *recipe, f"run_dir={tmp_path / str(i)}"), tmp_path / str(i))
-        trainer.close()
-        assert trainer.cfg.teacher == str(teacher) and read_teacher(teacher)["step"] == 2
-        if i == 0:
-            stamp = teacher.stat().st_mtime_ns
-    assert teacher.stat().st_mtime_ns == stamp  # the second run reused it
+    fast = ["env.action_repeat=2", "trainer.steps=40", "trainer.warmup=20", "trainer.batch_size=2", "trainer.batch_length=8",
+            "trainer.eval_every=0", "trainer.final_eval_episodes=1", "logger.progress=false"]
+    out = subprocess.run([sys.executable, "-m", "transfer.run", "method=finetune", *recipe, *fast,
+                          f"run_dir={tmp_path / '0'}"], cwd=pathlib.Path(__file__).parents[1], capture_output=True,
+                         text=True, timeout=600, env=dict(os.environ, HYDRA_FULL_ERROR="1"))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "runs the embedded default (preset=quick)" in out.stderr
+    assert read_teacher(teacher)["step"] == 2 and (tmp_path / "0" / "checkpoint.pt").exists()
+    stamp = teacher.stat().st_mtime_ns
+    trainer = Trainer(compose("preset=quick", "method=finetune", *recipe, f"run_dir={tmp_path / '1'}"), tmp_path / "1")
+    trainer.close()
+    assert trainer.cfg.teacher == str(teacher) and teacher.stat().st_mtime_ns == stamp  # reused, not rebuilt
     data = OfflineDataset(tmp_path / "default" / "data")
     assert {m["suite"] for m in data.meta} == {"dmc", "metaworld"} and len(data) == 3

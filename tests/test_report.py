@@ -165,3 +165,18 @@ def test_published_transcription():
     assert pub.lookup("gsa", "dmc", "cheetah_run_backwards")[2]["DreamerV3@150k"] == 626.6
     assert pub.lookup("gsa", "metaworld", "door-close")[2]["DreamerV3@150k"] is None
     assert pub.lookup("gsa", "carla", "town04") == (None, None, {})
+
+
+def test_method_labels_name_the_ablations():
+    from transfer.report import method_label
+    assert method_label({"name": "dreamer"}) == "dreamer"
+    assert method_label({"name": "finetune", "rehearsal": False, "guidance": False}) == "finetune"
+    assert method_label({"name": "gsa", "rehearsal": True, "guidance": True}) == "gsa"
+    assert method_label({"name": "gsa", "rehearsal": True, "guidance": False}) == "gsa no-guidance"
+    vid2act = {"name": "vid2act", "distill": {"enabled": True, "weights": "learned"},
+               "action_replay": {"enabled": True}, "actor_input": True}
+    assert method_label(vid2act) == "vid2act"
+    assert method_label({**vid2act, "distill": {"enabled": True, "weights": "uniform"}}) == "vid2act uniform-weights"
+    hybrid = {**vid2act, "name": "hybrid", "rehearsal": True, "guidance": True, "prior": "vae", "actor_input": False}
+    assert method_label(hybrid) == "hybrid"
+    assert method_label({**hybrid, "prior": "bc", "action_replay": {"enabled": False}}) == "hybrid no-replay bc-prior"

@@ -155,9 +155,10 @@ def test_vae_reconstruction_error_falls():
     assert np.mean(mses[-20:]) < 0.5 * np.mean(mses[:20])
 
 
-def test_distiller_weights_favour_the_informative_domain():
+@pytest.mark.parametrize("fit", ["weighted", "uniform"])
+def test_distiller_weights_favour_the_informative_domain(fit):
     torch.manual_seed(0)
-    distiller = DomainDistiller(teacher_dim=6, student_dim=6, domains=2, conditioned=False, units=32)
+    distiller = DomainDistiller(teacher_dim=6, student_dim=6, domains=2, conditioned=False, units=32, fit=fit)
     opt = torch.optim.Adam(distiller.parameters(), lr=3e-3)
     last = []
     for _ in range(400):

@@ -185,7 +185,7 @@ class Trainer:
                 self._log_train(train_metrics, (self.step - step0) / (time.time() - t0))
                 train_metrics = []
             self.logger.progress(self.step)
-            if self.step >= self.next_eval:
+            if t.eval_every and self.step >= self.next_eval:  # 0: only the final evaluation
                 self.evaluate(t.eval_episodes)
                 self.next_eval += t.eval_every
             if self._crossed(t.checkpoint_every, stepped) or time.time() - self.last_save > 60 * t.checkpoint_minutes:

@@ -78,8 +78,35 @@ def read_run(run_dir: pathlib.Path) -> Run:
             continue
         if isinstance(row, dict) and "step" in row:
             rows.append(row)
-    return Run(run_dir, str((cfg.get("method") or {}).get("name", "?")), str((cfg.get("env") or {}).get("suite", "?")),
+    return Run(run_dir, method_label(cfg.get("method") or {}), str((cfg.get("env") or {}).get("suite", "?")),
                str(cfg.get("task", "?")), int(cfg.get("seed", 0)), rows)
+
+
+# (key path in the method config, the value that marks an ablation, suffix in the method label)
+ABLATIONS = [("rehearsal", False, "no-rehearsal"), ("guidance", False, "no-guidance"),
+             ("distill.enabled", False, "no-distill"), ("distill.weights", "uniform", "uniform-weights"),
+             ("action_replay.enabled", False, "no-replay")]
+
+
+def method_label(method: dict) -> str:
+    """method.name plus the ablation switches that are set, e.g. "gsa no-guidance"; method=hybrid
+    with prior=bc becomes "hybrid bc-prior". (method=finetune is gsa's config with both switches off
+    but its own name, so it stays "finetune".)"""
+    def get(path):
+        node = method
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+    name, parts = str(method.get("name", "?")), []
+    if name in ("gsa", "hybrid", "vid2act"):
+        parts = [label for key, value, label in ABLATIONS if get(key) == value]
+        if name == "vid2act" and get("actor_input") is False:
+            parts.append("no-actor-input")
+        if name == "hybrid" and get("prior") == "bc":
+            parts.append("bc-prior")
+        if name == "hybrid" and get("actor_input") is True:
+            parts.append("actor-input")
+    return " ".join([name, *dict.fromkeys(parts)])
 
 
 def is_run(path: pathlib.Path) -> bool:

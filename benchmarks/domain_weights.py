@@ -5,7 +5,7 @@
 
 Sources: the target's own task (cartpole_balance) and an unrelated one (walker_walk), random-policy DMC
 episodes. A tiny mixture teacher is pretrained on both (task labels), then method=vid2act trains a tiny
-student on cartpole_balance (preset=quick). Prints the logged mean weight of each source over env steps
+student on cartpole_balance (preset=quick_dmc). Prints the logged mean weight of each source over env steps
 and writes benchmarks/results/domain_weights.json.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ def one_seed(root: pathlib.Path, seed: int, teacher_steps: int, frames: int, ove
                                         f"steps={teacher_steps}", f"eval_every={teacher_steps}", "batch_size=8",
                                         "batch_length=32", "workers=0", "logger.wandb=disabled", "logger.progress=false",
                                         "device=cpu"]), run).run()
-    trainer = Trainer(compose("config", ["preset=quick", "method=vid2act", f"teacher={run / 'teacher.pt'}",
+    trainer = Trainer(compose("config", ["preset=quick_dmc", "method=vid2act", f"teacher={run / 'teacher.pt'}",
                                          f"run_dir={out}", f"seed={seed}", f"trainer.steps={frames}", "trainer.warmup=1000",
                                          "trainer.log_every=500", "trainer.eval_every=1000000",
                                          "trainer.final_eval_episodes=1", "logger.wandb=disabled",

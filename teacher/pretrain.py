@@ -16,6 +16,7 @@ trajectories (reconstruction, KL, open-loop error) and saves open-loop predictio
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import pathlib
@@ -168,6 +169,17 @@ class Pretrainer:
         checkpoint.set_rng_state(state["rng"])
         log.info("resumed from %s at update %d", self.ckpt, self.step)
 
+    def close(self):
+        """Leave the process group cleanly. The DDP wrapper holds the group: if it were freed only at
+        interpreter exit, gloo's threads could be torn down in the wrong order and abort the process
+        (SIGABRT, 'terminate called without an active exception'). So: wait for every rank, free the
+        wrapper, then destroy the group."""
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+            self.loss_fn = WorldModelLoss(self.wm, self.cfg.model.loss_scales)
+            gc.collect()
+            dist.destroy_process_group()
+
     # ---- loop ------------------------------------------------------------------------------------
     def run(self) -> dict:
         c, main = self.cfg, self.rank == 0
@@ -216,8 +228,7 @@ def main(cfg: DictConfig) -> None:
     if rank == 0:
         from transfer.plot import plot_losses
         log.info("done: teacher at %s, curves in %s %s", trainer.dir / "teacher.pt", plot_losses(trainer.dir), result)
-    if world > 1:
-        dist.destroy_process_group()
+    trainer.close()
 
 
 if __name__ == "__main__":

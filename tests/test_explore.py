@@ -52,7 +52,7 @@ def test_explore_collect_trains_and_imports_episodes(tmp_path):
 
 
 def test_explore_method_uses_the_intrinsic_reward(tmp_path):
-    cfg = compose("preset=quick", "method=explore", *FAST, "trainer.steps=60", f"run_dir={tmp_path}")
+    cfg = compose("preset=quick_dmc", "method=explore", *FAST, "trainer.steps=60", f"run_dir={tmp_path}")
     trainer = Trainer(cfg, tmp_path)
     try:
         assert trainer.agent.ac.reward_fn is not None
@@ -62,7 +62,7 @@ def test_explore_method_uses_the_intrinsic_reward(tmp_path):
     finally:
         trainer.close()
     with pytest.raises(ValueError, match="unknown method component"):
-        Trainer(compose("preset=quick", "method=explore", "method.components=[nope]", f"run_dir={tmp_path}/x"),
+        Trainer(compose("preset=quick_dmc", "method=explore", "method.components=[nope]", f"run_dir={tmp_path}/x"),
                 tmp_path / "x")
 
 

@@ -69,7 +69,8 @@ def _ddp_worker(rank, world, store, dataset, run_dir, halves, out):
     trainer.grads(halves[rank])
     if rank == 0:
         torch.save([p.grad.clone() for p in trainer.wm.parameters()], out)
-    dist.destroy_process_group()
+    trainer.close()
+    assert not dist.is_initialized()
 
 
 def test_ddp_gradients_match_single_process(dmc_data, tmp_path):
@@ -99,7 +100,7 @@ def test_transfer_run_rebuilds_the_teacher(dmc_data, tmp_path):
     cfg = pretrain_cfg(dmc_data, tmp_path / "t", "steps=2", "eval_every=2", "model.wm.deter=64", "model.wm.hidden=64")
     Pretrainer(cfg, tmp_path / "t").run()
     path = tmp_path / "t" / "teacher.pt"
-    run = compose("preset=quick", "method=finetune", f"teacher={path}", "env.episode_frames=20",
+    run = compose("preset=quick_dmc", "method=finetune", f"teacher={path}", "env.episode_frames=20",
                   f"run_dir={tmp_path / 'run'}", "logger.wandb=disabled", "trainer.parallel=false")
     assert run.model.wm.deter == 128  # the user did not repeat the teacher's model flags
     trainer = Trainer(run, tmp_path / "run")
@@ -111,7 +112,7 @@ def test_transfer_run_rebuilds_the_teacher(dmc_data, tmp_path):
             assert torch.equal(a, b), k
     finally:
         trainer.close()
-    bad = compose("preset=quick", "method=finetune", f"teacher={path}", "max_action_dim=6",
+    bad = compose("preset=quick_dmc", "method=finetune", f"teacher={path}", "max_action_dim=6",
                   f"run_dir={tmp_path / 'bad'}", "logger.wandb=disabled", "trainer.parallel=false")
     with pytest.raises(ValueError, match="max_action_dim=12"):
         Trainer(bad, tmp_path / "bad")
@@ -120,7 +121,7 @@ def test_transfer_run_rebuilds_the_teacher(dmc_data, tmp_path):
     with pytest.raises(ValueError, match="not a teacher"):
         read_teacher(not_teacher)
     with pytest.raises(ValueError, match="teacher=PATH"):
-        Trainer(compose("preset=quick", "method=finetune", "default_teacher.enabled=false", f"run_dir={tmp_path / 'none'}"),
+        Trainer(compose("preset=quick_dmc", "method=finetune", "default_teacher.enabled=false", f"run_dir={tmp_path / 'none'}"),
                 tmp_path / "none")
 
 

@@ -16,7 +16,7 @@ from conftest import ROOT, compose
 from core import checkpoint
 from transfer.loop import Trainer
 
-FAST = ["preset=quick", "env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "trainer.batch_size=2",
+FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "trainer.batch_size=2",
         "trainer.batch_length=8", "trainer.train_ratio=16", "trainer.eval_every=1000000",
         "trainer.eval_episodes=1", "trainer.final_eval_episodes=1", "trainer.log_every=20"]
 
@@ -95,7 +95,10 @@ def test_unknown_config_key_fails_clearly(tmp_path):
 
 def test_presets_compose():
     quick = compose("preset=quick")
-    assert quick.task == "cartpole_balance" and quick.model.wm.deter == 128
+    assert (quick.env.suite, quick.task, quick.model.wm.deter) == ("metaworld", "drawer-close", 128)
+    dmc = compose("preset=quick_dmc", "method=gsa")
+    assert (dmc.env.suite, dmc.task, dmc.env.action_repeat, dmc.method.schedule.duration) == ("dmc", "cartpole_balance", 8, 8000)
+    assert compose("preset=quick", "env=dmc", "task=cartpole_balance").env.suite == "dmc"  # the command line wins
     user = compose("method=dreamer", "env=dmc", "task=walker_walk")
     assert user.model.wm.deter == 1024 and user.trainer.steps == 500000
     assert compose("preset=quick", "model=small").model.wm.deter == 1024
@@ -107,7 +110,7 @@ def test_teacher_methods_without_teacher_run_the_embedded_default():
         argv = [f"method={method}", "seed=1"]
         assert embedded_default(argv) == ["preset=quick", *argv]
         quick = compose(*embedded_default(argv))
-        assert quick.model.wm.deter == 128 and quick.trainer.steps == 20000
+        assert quick.model.wm.deter == 128 and quick.trainer.steps == 15000
     for argv in (["method=gsa", "teacher=t.pt"], ["method=gsa", "preset=none"], ["method=dreamer"], [],
                  ["method=gsa", "default_teacher.enabled=false"], ["method=nope"]):
         assert embedded_default(argv) == argv

@@ -110,7 +110,7 @@ def test_teacher_methods_without_teacher_run_the_embedded_default():
         argv = [f"method={method}", "seed=1"]
         assert embedded_default(argv) == ["preset=quick", *argv]
         quick = compose(*embedded_default(argv))
-        assert quick.model.wm.deter == 128 and quick.trainer.steps == 15000
+        assert quick.model.wm.deter == 128 and quick.trainer.steps == 12000
     for argv in (["method=gsa", "teacher=t.pt"], ["method=gsa", "preset=none"], ["method=dreamer"], [],
                  ["method=gsa", "default_teacher.enabled=false"], ["method=nope"]):
         assert embedded_default(argv) == argv

@@ -176,7 +176,7 @@ class Pretrainer:
         wrapper, then destroy the group."""
         if self.world > 1 and dist.is_initialized():
             dist.barrier()
-            self.loss_fn = WorldModelLoss(self.wm, self.cfg.model.loss_scales)
+            self.loss_fn = self.loss_fn.module  # the wrapped loss, without the DDP reducer
             gc.collect()
             dist.destroy_process_group()
 

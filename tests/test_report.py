@@ -180,3 +180,30 @@ def test_method_labels_name_the_ablations():
     hybrid = {**vid2act, "name": "hybrid", "rehearsal": True, "guidance": True, "prior": "vae", "actor_input": False}
     assert method_label(hybrid) == "hybrid"
     assert method_label({**hybrid, "prior": "bc", "action_replay": {"enabled": False}}) == "hybrid no-replay bc-prior"
+
+
+def test_distillation_weights_over_seeds(tmp_path):
+    """vid2act runs log distill/weight_<source>: weights.csv, the markdown table and weights_*.png."""
+    root = tmp_path / "runs"
+    write_run(root, "dreamer", "metaworld", "drawer-close", 0, final=1.0, success=[0, 1, 1, 1])
+    for seed, late in enumerate([0.8, 0.6]):
+        run = write_run(root, "vid2act", "metaworld", "drawer-close", seed, final=1.0, success=[0, 1, 1, 1])
+        with open(run / "metrics.jsonl", "a") as f:
+            for step, w in zip((4000, 8000, 12000, 16000, 20000), (0.5, 0.5, 0.5, 0.5, late)):
+                f.write(json.dumps({"step": step, "distill/weight_drawer-close": w,
+                                    "distill/weight_push": 1 - w}) + "\n")
+    out = tmp_path / "out"
+    result = report.report([root], out)
+    rows = {r["source"]: r for r in result["weights"]}
+    assert set(rows) == {"drawer-close", "push"} and all(r["method"] == "vid2act" for r in rows.values())
+    # last quarter of 4k..20k = steps >= 16k: seed 0 (0.5 + 0.8) / 2, seed 1 (0.5 + 0.6) / 2
+    assert rows["drawer-close"]["last_quarter"] == pytest.approx((0.65 + 0.55) / 2)
+    assert rows["drawer-close"]["last_quarter_values"] == "0.650;0.550" and rows["push"]["seeds"] == 2
+    assert rows["drawer-close"]["mean"] + rows["push"]["mean"] == pytest.approx(1.0)
+    with open(out / "weights.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2
+    assert "| vid2act | drawer-close | push" in (out / "report.md").read_text()
+    assert (out / "weights_metaworld-drawer-close.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "none").exists()
+    report.report([root / "dreamer"], tmp_path / "none")  # no weighted runs: no weights files
+    assert not (tmp_path / "none" / "weights.csv").exists()

@@ -10,7 +10,9 @@ from their composed config; their seeds are the repeats. Writes to DIR (default 
   markdown table also printed; with --published gsa the GSA paper's numbers for the task beside ours;
 - curves_<suite>-<task>.png: eval score against env steps, the mean over seeds per method with a
   min-max band over seeds (runs evaluated at different steps are interpolated onto the union of
-  their steps, each only within its own range).
+  their steps, each only within its own range);
+- for runs that log distillation weights (vid2act, hybrid): weights.csv, a weights table in report.md
+  and weights_<suite>-<task>.png (transfer/weights.py).
 
 Score: "final/return" (--metric return) or "final/success_final" (--metric success: success at the
 final step, Meta-World's score), written once at the end of a run; --metric auto (default) takes
@@ -32,6 +34,7 @@ import numpy as np
 import yaml
 
 from transfer import published as pub
+from transfer import weights
 
 KEYS = {"return": ("final/return", "eval/return"), "success": ("final/success_final", "eval/success_final")}
 LABELS = {"return": "eval return", "success": "eval success at the final step"}
@@ -305,6 +308,10 @@ def report(paths, out="runs/report", published: str | None = None, metric: str =
     table = table_lines(rows, paper_cols)
     pngs = plot_curves(groups, metric, out, published) if plots else []
     csv_path = write_csv(rows, paper_cols, out / "report.csv")
+    wrows = weights.weight_rows(groups)
+    if wrows:
+        weights.write_csv(wrows, out / "weights.csv")
+        pngs += weights.plot_weights(groups, out) if plots else []
     text = ["# Results", "",
             f"Mean final score over seeds; 95% CI: percentile bootstrap of the mean over seeds "
             f"(scipy.stats.bootstrap, random_state={BOOTSTRAP_SEED}). return = final/return, "
@@ -312,10 +319,13 @@ def report(paths, out="runs/report", published: str | None = None, metric: str =
             + (f" Paper columns: {published} (transfer/published.py)." if published else ""), ""]
     text += table + [""]
     text += (["Notes:", ""] + [f"- {n}" for n in notes] + [""]) if notes else []
+    if wrows:
+        text += ["Distillation domain weights (weights.csv): mean over seeds of each run's mean weight, over the "
+                 "whole run and over its last quarter of env steps.", ""] + weights.table_lines(wrows) + [""]
     text += [f"![{p.stem}]({p.name})" for p in pngs]
     md_path = out / "report.md"
     md_path.write_text("\n".join(text) + "\n")
-    return dict(rows=rows, notes=notes, table=table, csv=csv_path, md=md_path, plots=pngs)
+    return dict(rows=rows, notes=notes, table=table, csv=csv_path, md=md_path, plots=pngs, weights=wrows)
 
 
 def main(argv=None) -> int:

@@ -7,6 +7,12 @@ Sources: the target's own task (cartpole_balance) and an unrelated one (walker_w
 episodes. A tiny mixture teacher is pretrained on both (task labels), then method=vid2act trains a tiny
 student on cartpole_balance (preset=quick_dmc). Prints the logged mean weight of each source over env steps
 and writes benchmarks/results/domain_weights.json.
+
+Measured (2 CPU cores, 4000 student frames; weight of the target's own source at the end):
+- --teacher-steps 200: seed 0 0.85, seed 1 0.14 (domain_weights.json); with method.distill.fit=uniform
+  0.65 and 0.22 (domain_weights_fit_uniform.json): with so few updates the label hardly changes the
+  teacher's features, and which source wins is close to a coin flip;
+- --teacher-steps 1000 (~11 min per teacher): seed 0 0.87, seed 1 0.87 (domain_weights_t1000.json).
 """
 from __future__ import annotations
 

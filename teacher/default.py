@@ -66,17 +66,18 @@ def ensure(cfg, kind: str = "generalist") -> pathlib.Path:
     root = pathlib.Path(d.dir if kind == "generalist" else d.mixture_dir)
     run, data = root / "pretrain", root / "data"
     teacher = run / "teacher.pt"
-    if finished(teacher, d.steps):
+    steps = d.steps if kind == "generalist" else d.mixture_steps
+    if finished(teacher, steps):
         log.info("using the default teacher %s (delete %s to rebuild it)", teacher, root)
         return teacher
     log.info("no teacher given: building the embedded default once in %s (collect, then pretrain %d updates)",
-             root, d.steps)
+             root, steps)
     for argv in (collect_commands if kind == "generalist" else mixture_commands)(d, data):
         collect(argv)
     pcfg = compose_pretrain([
-        f"dataset={data.resolve()}", f"run_dir={run}", f"kind={kind}", "model=tiny", f"steps={d.steps}",
+        f"dataset={data.resolve()}", f"run_dir={run}", f"kind={kind}", "model=tiny", f"steps={steps}",
         f"batch_size={d.batch_size}", f"batch_length={d.batch_length}", f"max_action_dim={cfg.max_action_dim}",
-        f"eval_every={max(d.steps // 4, 1)}", "workers=0", f"device={cfg.device}",
+        f"eval_every={max(steps // 4, 1)}", "workers=0", f"device={cfg.device}",
         "logger.wandb=disabled", f"logger.progress={cfg.logger.progress}"])
     Pretrainer(pcfg, run).run()
     return teacher

@@ -20,6 +20,8 @@ FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=40", "tra
         "trainer.final_eval_episodes=1", "trainer.log_every=20", "logger.wandb=disabled", "logger.progress=false",
         "method.action_replay.batch=4", "method.action_replay.length=6", "method.action_replay.units=32",
         "method.distill.units=32"]
+MIXTURE_STEPS = 600   # pretraining updates of the trained mixture teacher (~3 min on 2 cores)
+MATCH_FRAMES = 800    # student frames of the matching-source run (150 updates)
 GSA_FAST = ["method.retrieval.queries=2", "method.retrieval.k=3", "method.bc.steps=4", "method.bc.batch=8",
             "method.schedule.duration=200"]
 
@@ -170,3 +172,26 @@ def test_distiller_weights_favour_the_informative_domain(fit):
         last = (last + [float(w.detach().mean((0, 1))[0])])[-50:]
     assert np.mean(last) > 0.65  # starts at ~0.5
 
+
+
+@pytest.fixture(scope="module")
+def trained_mixture(tmp_path_factory):
+    """A mixture teacher trained long enough to use its label: sources cartpole_balance (the target's own
+    task) and walker_walk, random-policy episodes. With far fewer updates the label hardly changes the
+    teacher's features and which source wins is a coin flip (benchmarks/results/domain_weights*.json)."""
+    data = collect_random(tmp_path_factory.mktemp("sources"), tasks=("cartpole_balance", "walker_walk"),
+                          episodes=4, frames=100)
+    run = tmp_path_factory.mktemp("trained_mixture")
+    Pretrainer(pretrain_cfg(data, run, "kind=mixture", f"steps={MIXTURE_STEPS}", f"eval_every={MIXTURE_STEPS}",
+                            "batch_size=8", "batch_length=16"), run).run()
+    return run / "teacher.pt"
+
+
+def test_matching_source_gets_the_larger_weight(tmp_path, trained_mixture):
+    """A tiny real vid2act run on cartpole_balance: the learned weight of its own source rises above the
+    unrelated one's (the weights start at 0.5 each)."""
+    run(tmp_path, "method=vid2act", f"teacher={trained_mixture}", "task=cartpole_balance", "env.episode_frames=100",
+        f"trainer.steps={MATCH_FRAMES}", "trainer.warmup=200", "trainer.batch_length=16", "trainer.log_every=100",
+        "method.action_replay.length=8")
+    w = [r["distill/weight_cartpole_balance"] for r in rows(tmp_path) if "distill/weight_cartpole_balance" in r]
+    assert len(w) >= 3 and w[-1] > 0.6 and w[-1] > w[0], w

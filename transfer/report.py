@@ -227,6 +227,11 @@ def table_lines(rows: list[dict], paper_cols: list[str]) -> list[str]:
         seeds = f"{r['seeds']}" + (f" ({r['unfinished']} unfinished)" if r["unfinished"] else "")
         body.append([r["method"], r["suite"], r["task"], m, seeds, fmt(r["mean"], m), ci, r["steps"] or "-"]
                     + [fmt(r[c], m) for c in paper_cols])
+    return markdown(head, body)
+
+
+def markdown(head: list, body: list[list]) -> list[str]:
+    """An aligned markdown table: header, rule and one line per body row."""
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(b) for b in body]
@@ -321,7 +326,7 @@ def report(paths, out="runs/report", published: str | None = None, metric: str =
     text += (["Notes:", ""] + [f"- {n}" for n in notes] + [""]) if notes else []
     if wrows:
         text += ["Distillation domain weights (weights.csv): mean over seeds of each run's mean weight, over the "
-                 "whole run and over its last quarter of env steps.", ""] + weights.table_lines(wrows) + [""]
+                 "whole run and over its last quarter of env steps.", ""] + markdown(*weights.table(wrows)) + [""]
     text += [f"![{p.stem}]({p.name})" for p in pngs]
     md_path = out / "report.md"
     md_path.write_text("\n".join(text) + "\n")

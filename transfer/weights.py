@@ -37,13 +37,11 @@ def weight_rows(groups) -> list[dict]:
     return rows
 
 
-def table_lines(rows: list[dict]) -> list[str]:
+def table(rows: list[dict]) -> tuple[list[str], list[list]]:
+    """(header, body) of the weights table in report.md (rendered by transfer.report.markdown)."""
     head = ["method", "task", "source", "seeds", "mean weight", "last quarter", "per seed (last quarter)"]
-    body = [[r["method"], r["task"], r["source"], r["seeds"], f"{r['mean']:.3f}", f"{r['last_quarter']:.3f}",
-             r["last_quarter_values"]] for r in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(b) for b in body]
+    return head, [[r["method"], r["task"], r["source"], r["seeds"], f"{r['mean']:.3f}", f"{r['last_quarter']:.3f}",
+                   r["last_quarter_values"]] for r in rows]
 
 
 def write_csv(rows: list[dict], path: pathlib.Path) -> pathlib.Path:

@@ -38,6 +38,16 @@ def finished(path: pathlib.Path, steps: int) -> bool:
     return read_teacher(path)["step"] >= steps
 
 
+def check_labels(teacher: pathlib.Path, tasks, root: pathlib.Path) -> None:
+    """A cached mixture teacher must be conditioned on exactly `default_teacher.mixture_tasks`."""
+    from teacher.model import read_teacher
+    labels = [str(x) for x in read_teacher(teacher)["labels"]]
+    if sorted(labels) != sorted(str(t) for t in tasks):
+        raise ValueError(f"the cached default mixture teacher {teacher} was built on the sources {labels}, but "
+                         f"default_teacher.mixture_tasks is {list(tasks)}: move or delete {root} to rebuild it, "
+                         f"or set default_teacher.mixture_dir to another folder")
+
+
 def mixture_commands(d, data: pathlib.Path) -> list[list[str]]:
     """teacher.collect command line of the default mixture teacher's data: Vid2Act-style Meta-World
     expert sources, one label per task."""
@@ -68,6 +78,8 @@ def ensure(cfg, kind: str = "generalist") -> pathlib.Path:
     teacher = run / "teacher.pt"
     steps = d.steps if kind == "generalist" else d.mixture_steps
     if finished(teacher, steps):
+        if kind == "mixture":
+            check_labels(teacher, d.mixture_tasks, root)
         log.info("using the default teacher %s (delete %s to rebuild it)", teacher, root)
         return teacher
     log.info("no teacher given: building the embedded default once in %s (collect, then pretrain %d updates)",

@@ -195,3 +195,16 @@ def test_matching_source_gets_the_larger_weight(tmp_path, trained_mixture):
         "method.action_replay.length=8")
     w = [r["distill/weight_cartpole_balance"] for r in rows(tmp_path) if "distill/weight_cartpole_balance" in r]
     assert len(w) >= 3 and w[-1] > 0.6 and w[-1] > w[0], w
+
+
+def test_cached_mixture_teacher_must_match_the_configured_sources(tmp_path, mixture):
+    from teacher.default import ensure
+    cached = tmp_path / "mix" / "pretrain" / "teacher.pt"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(mixture.read_bytes())
+    common = [f"default_teacher.mixture_dir={tmp_path / 'mix'}", "default_teacher.mixture_steps=2"]
+    same = compose(*common, "default_teacher.mixture_tasks=[walker_walk,cartpole_balance]")
+    assert ensure(same, "mixture") == cached   # label order does not matter
+    other = compose(*common, "default_teacher.mixture_tasks=[cartpole_balance,drawer-open]")
+    with pytest.raises(ValueError, match="move or delete"):
+        ensure(other, "mixture")

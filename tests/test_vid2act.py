@@ -208,3 +208,15 @@ def test_cached_mixture_teacher_must_match_the_configured_sources(tmp_path, mixt
     other = compose(*common, "default_teacher.mixture_tasks=[cartpole_balance,drawer-open]")
     with pytest.raises(ValueError, match="move or delete"):
         ensure(other, "mixture")
+
+
+def test_label_fit_reports_every_label_of_a_mixture_teacher(data, mixture, generalist, tmp_path):
+    from teacher.label_fit import main
+    out = main([str(mixture), str(data), "--max-episodes", "2", "--json", str(tmp_path / "fit.json")])
+    assert sorted(out) == ["cartpole_balance", "walker_walk"]
+    assert all(np.isfinite(v) and v >= 0 for r in out.values() for v in r.values())
+    assert json.loads((tmp_path / "fit.json").read_text()) == out
+    with pytest.raises(ValueError, match="needs a mixture teacher"):
+        main([str(generalist), str(data)])
+    with pytest.raises(FileNotFoundError, match="manifest.jsonl"):
+        main([str(mixture), str(tmp_path)])

@@ -31,17 +31,19 @@ def collect_commands(d, data: pathlib.Path) -> list[list[str]]:
     ]
 
 
-def finished(path: pathlib.Path, steps: int) -> bool:
+def finished(path: pathlib.Path, steps: int) -> dict | None:
+    """The teacher file's contents if it exists and has trained `steps` updates, else None."""
     if not path.exists():
-        return False
+        return None
     from teacher.model import read_teacher
-    return read_teacher(path)["step"] >= steps
+    info = read_teacher(path)
+    return info if info["step"] >= steps else None
 
 
-def check_labels(teacher: pathlib.Path, tasks, root: pathlib.Path) -> None:
-    """A cached mixture teacher must be conditioned on exactly `default_teacher.mixture_tasks`."""
-    from teacher.model import read_teacher
-    labels = [str(x) for x in read_teacher(teacher)["labels"]]
+def check_labels(info: dict, teacher: pathlib.Path, tasks, root: pathlib.Path) -> None:
+    """A cached mixture teacher (`info`, read from `teacher`) must be conditioned on exactly
+    `default_teacher.mixture_tasks`."""
+    labels = [str(x) for x in info["labels"]]
     if sorted(labels) != sorted(str(t) for t in tasks):
         raise ValueError(f"the cached default mixture teacher {teacher} was built on the sources {labels}, but "
                          f"default_teacher.mixture_tasks is {list(tasks)}: move or delete {root} to rebuild it, "
@@ -77,9 +79,10 @@ def ensure(cfg, kind: str = "generalist") -> pathlib.Path:
     run, data = root / "pretrain", root / "data"
     teacher = run / "teacher.pt"
     steps = d.steps if kind == "generalist" else d.mixture_steps
-    if finished(teacher, steps):
+    info = finished(teacher, steps)
+    if info is not None:
         if kind == "mixture":
-            check_labels(teacher, d.mixture_tasks, root)
+            check_labels(info, teacher, d.mixture_tasks, root)
         log.info("using the default teacher %s (delete %s to rebuild it)", teacher, root)
         return teacher
     log.info("no teacher given: building the embedded default once in %s (collect, then pretrain %d updates)",

@@ -2,9 +2,10 @@
 
     python -m teacher.label_fit TEACHER EPISODES [--max-episodes 20] [--json OUT]
 
-EPISODES: an offline dataset folder (teacher.collect) or a run's `replay/` folder of episode .npz files;
-the first --max-episodes are read and cropped to the shortest one. For each label k the frozen teacher
-filters every episode with its own state and label k (as the Vid2Act distillation does) and reports, per step:
+EPISODES: an offline dataset folder (teacher.collect) or a run directory (or its `replay/` folder);
+the first --max-episodes complete episodes are read and cropped to the shortest one. For each label k
+the frozen teacher filters every episode with its own state and label k (as the Vid2Act distillation does)
+and reports, per step:
 image reconstruction loss, KL (posterior to prior), and the open-loop image error of a 5-step prediction
 from the posterior. Lower means the source's dynamics/visual model fits the target better. It is a
 student-free reference for the learned domain weights (distill/weight_*), which it does not have to match.
@@ -12,6 +13,7 @@ student-free reference for the learned domain weights (distill/weight_*), which 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import pathlib
 
@@ -20,23 +22,22 @@ import torch
 
 from core.world_model import preprocess
 from teacher.dataset import OfflineDataset
+from teacher.explore import replay_episodes
 from teacher.model import build_teacher, read_teacher
 
 
 def read_episodes(folder: pathlib.Path, limit: int) -> list[tuple]:
-    """(image, action, is_first) of the first `limit` episodes of a replay folder or an offline dataset."""
+    """(image, action, is_first) of the first `limit` episodes of an offline dataset or of a run's replay
+    (run directory or its replay/ folder; complete episodes, joined across replay files)."""
     if (folder / "manifest.jsonl").exists():
         data = OfflineDataset(folder)
         eps = [data.read(i) for i in range(min(limit, len(data)))]
         return [(e["image"], e["action"], np.arange(len(e["action"])) == 0) for e in eps]
-    files = sorted(folder.glob("*.npz"))[:limit]
-    if not files:
-        raise FileNotFoundError(f"{folder}: neither an offline dataset (manifest.jsonl) nor a folder of episode "
-                                f".npz files (a run's replay/)")
-    eps = []
-    for f in files:
-        with np.load(f) as d:
-            eps.append((d["image"], d["action"], d["is_first"]))
+    run_dir = folder.parent if folder.name == "replay" else folder
+    eps = [(e["image"], e["action"], e["is_first"]) for _, e in itertools.islice(replay_episodes(run_dir), limit)]
+    if not eps:
+        raise FileNotFoundError(f"{folder}: neither an offline dataset (manifest.jsonl) nor a run directory "
+                                f"whose replay/ holds a complete episode")
     return eps
 
 

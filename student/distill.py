@@ -17,6 +17,9 @@ f^S, so they would carry no signal about which domain fits. `score_layers=0` is 
 score; with a label-free teacher the domains differ only by their one-hot, and a linear score then
 reduces to a per-domain constant, so the hybrid uses a hidden layer (state-dependent weights).
 `weights=uniform` replaces the learned w_k by 1/K (the ablation).
+`residual=true` (the hybrid, whose student starts as a copy of the teacher) makes the distiller
+d_k = f^T_k + g(f^T_k, onehot_k) with g's output layer zeroed: at the start d_k = f^T = f^S, so the
+loss starts at 0 instead of pulling the pretrained student towards a random projection of the teacher.
 `fit=weighted` (authors) trains the distiller on the weighted loss too, so the domain that first gets
 more weight gets a better-fitted distiller, hence a smaller gap and still more weight (in tiny runs the
 winner then depends on the seed). `fit=uniform` trains the distiller on the unweighted mean gap
@@ -28,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.nets import mlp
+from core.nets import mlp, zero_last
 
 
 @torch.no_grad()
@@ -58,18 +61,24 @@ class DomainDistiller(nn.Module):
 
     def __init__(self, teacher_dim: int, student_dim: int, domains: int, conditioned: bool,
                  layers: int = 1, units: int = 256, floor: float = 0.1, weights: str = "learned",
-                 score_layers: int = 0, fit: str = "weighted"):
+                 score_layers: int = 0, fit: str = "weighted", residual: bool = False):
         super().__init__()
         if weights not in ("learned", "uniform"):
             raise ValueError(f"distill.weights={weights!r}: use learned or uniform")
         if fit not in ("weighted", "uniform"):
             raise ValueError(f"distill.fit={fit!r}: use weighted or uniform")
         self.fit_uniform = fit == "uniform"
+        if residual and teacher_dim != student_dim:
+            raise ValueError(f"distill.residual=true needs equal teacher and student feature sizes (teacher {teacher_dim}, "
+                             f"student {student_dim}); set method.distill.residual=false")
+        self.residual = residual
         if floor * domains > 1.0 + 1e-6:
             raise ValueError(f"distill.floor={floor} with {domains} domains: the floors sum past 1; lower the floor")
         self.domains, self.conditioned, self.floor, self.learned = domains, conditioned, floor, weights == "learned"
         inp = teacher_dim + (domains if conditioned else 0)
         self.net = mlp(inp, student_dim, layers, units)
+        if residual:
+            zero_last(self.net)  # d_k = f^T_k at the start
         self.score = mlp(inp + student_dim, 1, score_layers, units)
 
     def domain_input(self, teacher_feat: torch.Tensor) -> torch.Tensor:
@@ -83,7 +92,8 @@ class DomainDistiller(nn.Module):
 
     def distilled(self, teacher_feat: torch.Tensor) -> torch.Tensor:
         """(..., K or 1, Ft) -> d (..., K, Fs)."""
-        return self.net(self.domain_input(teacher_feat))
+        x = self.domain_input(teacher_feat)  # (..., K, Ft [+ K])
+        return self.net(x) + x[..., :teacher_feat.shape[-1]] if self.residual else self.net(x)
 
     def weights(self, teacher_feat: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
         """teacher_feat (..., K|1, Ft), student (..., Fs) -> softmax weights (..., K) (before the floor)."""

@@ -14,17 +14,21 @@ uniform weights or distillation off, k* is the domain with the most source traje
 """
 from __future__ import annotations
 
+import logging
 import types
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from core.optim import Optimizer
 from student.distill import DomainDistiller, teacher_features
 from student.guidance import GuidanceSchedule, GuidedActing
 from student.vae import ActionVAE
 from teacher.dataset import OfflineDataset
 from teacher.model import build_teacher
+
+log = logging.getLogger(__name__)
 
 
 def source_data(trainer) -> OfflineDataset:
@@ -70,7 +74,7 @@ class Vid2Act:
         self.distiller = agent.attach("distiller", DomainDistiller(
             self.teacher.rssm.feat_dim, fs, k, conditioned=not self.teacher.labels, layers=d.layers,
             units=d.units, floor=d.floor, weights=d.weights, score_layers=d.score_layers,
-            fit=d.get("fit", "weighted")))
+            fit=d.get("fit", "weighted"), residual=d.get("residual", False)))
         self.vae = agent.attach("action_vae", ActionVAE(fs, trainer.spec.action_mask, k, a.units, a.hidden)) \
             if a.enabled else None
         self.rng = np.random.default_rng(cfg.seed + 11)
@@ -85,6 +89,9 @@ class Vid2Act:
             agent.acting_observers.append(self.observe)
         if self.vae is not None and m.actor_input:
             agent.set_actor_input(self)
+        if self.vae is not None and a.get("pretrain_steps", 0) and (m.actor_input or wants_prior) \
+                and not trainer.ckpt_path.exists():  # a resumed run has its trained VAE in the checkpoint
+            self.pretrain_vae(trainer, a.pretrain_steps)
         if wants_prior:
             s = m.schedule
             schedule = GuidanceSchedule(s.initial, s.final, s.duration, trainer.spec.episode_length, cfg.trainer.warmup)
@@ -125,6 +132,18 @@ class Vid2Act:
                                       valid=~t["is_first"][:, 1:].flatten(), mask=mask.flatten(0, 1))
         self.vae_log.append({k: float(v) for k, v in metrics.items()})
         return loss
+
+    def pretrain_vae(self, trainer, steps: int) -> None:
+        """Train the VAE alone on source data before the first acting step, so that a VAE guidance prior
+        replays trained actions from the start (GSA trains its BC prior up front in the same way). The
+        student, the distiller and the teacher are not changed."""
+        log.info("training the action-replay VAE on the source data for %d updates before acting", steps)
+        opt = Optimizer(self.vae.parameters(), trainer.cfg.model.wm_opt)
+        for _ in range(steps):
+            opt.step(self.vae_loss())
+        mse = [r["vae/mse"] for r in self.vae_log]
+        self.vae_log = []
+        trainer.logger_rows.append({"vae/pretrain_first_mse": mse[0], "vae/pretrain_final_mse": float(np.mean(mse[-10:]))})
 
     # ---- the domain k* and the actor's extra input -----------------------------------------------
     def choose(self, teacher_feat: torch.Tensor, student: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import collect_random, compose, pretrain_cfg
-from student.distill import DomainDistiller
+from student.distill import DomainDistiller, teacher_features
 from student.vae import ActionVAE
 from student.vid2act import Vid2Act
 from teacher.model import build_teacher, read_teacher
@@ -106,6 +106,36 @@ def test_hybrid_end_to_end_with_vae_prior(tmp_path, generalist):
     assert guided and guided[0] == 1.0  # warm-up episodes are guided whole, by the VAE
     for k, value in v.teacher.state_dict().items():
         assert torch.equal(value, before[k]), k
+
+
+def test_hybrid_starts_from_an_identity_distiller_and_a_pretrained_vae(tmp_path, generalist):
+    """The student starts as the teacher, so the residual distiller makes the distillation loss 0 at the
+    start; the VAE guidance prior is trained before the first acting step (its error falls)."""
+    cfg = compose(*FAST, f"run_dir={tmp_path}", "method=hybrid", f"teacher={generalist}", "task=cartpole_balance",
+                  "trainer.steps=60", *GSA_FAST, "method.action_replay.pretrain_steps=60")
+    trainer = Trainer(cfg, tmp_path)
+    try:
+        v, wm = component(trainer), trainer.agent.wm
+        sb = v.source.sample(3, 6, np.random.default_rng(0))
+        batch = {k: torch.as_tensor(sb[k]) for k in ("image", "action", "is_first")}
+        with torch.no_grad():  # same seed: the same stochastic latents are drawn in both filterings
+            torch.manual_seed(0)
+            tf = teacher_features(v.teacher, batch)
+            torch.manual_seed(0)
+            loss, _ = v.distiller(tf, wm.rssm.feat(wm.observe(batch)[0]))
+        assert loss.shape == (3, 6) and loss.abs().max() < 1e-6
+        row = next(r for r in trainer.logger_rows if "vae/pretrain_first_mse" in r)
+        assert row["vae/pretrain_final_mse"] < row["vae/pretrain_first_mse"]
+    finally:
+        trainer.close()
+
+
+def test_residual_distiller_needs_equal_feature_sizes():
+    d = DomainDistiller(20, 20, 3, conditioned=True, units=16, residual=True)
+    f = torch.randn(2, 4, 1, 20)
+    assert torch.equal(d.distilled(f), f.expand(2, 4, 3, 20))
+    with pytest.raises(ValueError, match="residual"):
+        DomainDistiller(20, 24, 3, conditioned=True, residual=True)
 
 
 def test_hybrid_ablations(tmp_path, generalist):

@@ -177,8 +177,14 @@ def test_method_labels_name_the_ablations():
                "action_replay": {"enabled": True}, "actor_input": True}
     assert method_label(vid2act) == "vid2act"
     assert method_label({**vid2act, "distill": {"enabled": True, "weights": "uniform"}}) == "vid2act uniform-weights"
-    hybrid = {**vid2act, "name": "hybrid", "rehearsal": True, "guidance": True, "prior": "vae", "actor_input": False}
+    assert method_label({**vid2act, "distill": {"enabled": True, "residual": True}}) == "vid2act residual-distiller"
+    hybrid = {**vid2act, "name": "hybrid", "rehearsal": True, "guidance": True, "prior": "vae", "actor_input": False,
+              "distill": {"enabled": True, "weights": "learned", "residual": True},
+              "action_replay": {"enabled": True, "pretrain_steps": 500}}
     assert method_label(hybrid) == "hybrid"
+    before = {**hybrid, "distill": {"enabled": True}, "action_replay": {"enabled": True}}  # older hybrid configs
+    assert method_label(before) == "hybrid plain-distiller untrained-prior"
+    assert method_label({**before, "prior": "bc"}) == "hybrid bc-prior plain-distiller"
     assert method_label({**hybrid, "prior": "bc", "action_replay": {"enabled": False}}) == "hybrid no-replay bc-prior"
 
 

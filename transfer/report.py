@@ -93,7 +93,8 @@ ABLATIONS = [("rehearsal", False, "no-rehearsal"), ("guidance", False, "no-guida
 
 def method_label(method: dict) -> str:
     """method.name plus the ablation switches that are set, e.g. "gsa no-guidance"; method=hybrid
-    with prior=bc becomes "hybrid bc-prior". (method=finetune is gsa's config with both switches off
+    with prior=bc becomes "hybrid bc-prior"; a hybrid without the residual distiller or the VAE
+    pretraining (its defaults) is marked "plain-distiller" / "untrained-prior". (method=finetune is gsa's config with both switches off
     but its own name, so it stays "finetune".)"""
     def get(path):
         node = method
@@ -109,6 +110,14 @@ def method_label(method: dict) -> str:
             parts.append("bc-prior")
         if name == "hybrid" and get("actor_input") is True:
             parts.append("actor-input")
+        residual, pretrain = get("distill.residual") is True, bool(get("action_replay.pretrain_steps"))
+        if name == "hybrid":  # both on by default (runs before these switches existed had neither)
+            if get("distill.enabled") is not False and not residual:
+                parts.append("plain-distiller")
+            if get("prior") != "bc" and get("action_replay.enabled") is not False and not pretrain:
+                parts.append("untrained-prior")
+        elif name == "vid2act":  # both off by default
+            parts += ["residual-distiller"] * residual + ["pretrained-vae"] * pretrain
     return " ".join([name, *dict.fromkeys(parts)])
 
 

@@ -186,6 +186,10 @@ def test_method_labels_name_the_ablations():
     assert method_label(before) == "hybrid plain-distiller untrained-prior"
     assert method_label({**before, "prior": "bc"}) == "hybrid bc-prior plain-distiller"
     assert method_label({**hybrid, "prior": "bc", "action_replay": {"enabled": False}}) == "hybrid no-replay bc-prior"
+    weak = {**hybrid, "distill": {**hybrid["distill"], "alpha": 0.1}}
+    assert method_label(weak) == "hybrid alpha=0.1"
+    assert method_label({**weak, "distill": {**weak["distill"], "enabled": False}}) == "hybrid no-distill"
+    assert method_label({**hybrid, "distill": {**hybrid["distill"], "alpha": 1.0}}) == "hybrid"
 
 
 def test_distillation_weights_over_seeds(tmp_path):

@@ -94,7 +94,8 @@ ABLATIONS = [("rehearsal", False, "no-rehearsal"), ("guidance", False, "no-guida
 def method_label(method: dict) -> str:
     """method.name plus the ablation switches that are set, e.g. "gsa no-guidance"; method=hybrid
     with prior=bc becomes "hybrid bc-prior"; a hybrid without the residual distiller or the VAE
-    pretraining (its defaults) is marked "plain-distiller" / "untrained-prior". (method=finetune is gsa's config with both switches off
+    pretraining (its defaults) is marked "plain-distiller" / "untrained-prior"; a distillation scale
+    other than 1 is marked "alpha=0.1". (method=finetune is gsa's config with both switches off
     but its own name, so it stays "finetune".)"""
     def get(path):
         node = method
@@ -110,6 +111,9 @@ def method_label(method: dict) -> str:
             parts.append("bc-prior")
         if name == "hybrid" and get("actor_input") is True:
             parts.append("actor-input")
+        alpha = get("distill.alpha")
+        if name != "gsa" and get("distill.enabled") is not False and alpha is not None and float(alpha) != 1.0:
+            parts.append(f"alpha={float(alpha):g}")  # a weaker or stronger distillation than the default 1
         residual, pretrain = get("distill.residual") is True, bool(get("action_replay.pretrain_steps"))
         if name == "hybrid":  # both on by default (runs before these switches existed had neither)
             if get("distill.enabled") is not False and not residual:

@@ -112,7 +112,7 @@ def method_label(method: dict) -> str:
         if name == "hybrid" and get("actor_input") is True:
             parts.append("actor-input")
         alpha = get("distill.alpha")
-        if name != "gsa" and get("distill.enabled") is not False and alpha is not None and float(alpha) != 1.0:
+        if get("distill.enabled") is not False and alpha is not None and float(alpha) != 1.0:
             parts.append(f"alpha={float(alpha):g}")  # a weaker or stronger distillation than the default 1
         residual, pretrain = get("distill.residual") is True, bool(get("action_replay.pretrain_steps"))
         if name == "hybrid":  # both on by default (runs before these switches existed had neither)

@@ -16,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4]))
+from core import checkpoint  # noqa: E402
 from core.agent import Agent  # noqa: E402
 
 
@@ -33,8 +34,8 @@ def main(run: str) -> dict:
     mask = np.zeros(cfg.max_action_dim, np.float32)
     mask[:4] = 1
     agent = Agent({"image": (64, 64, 3)}, mask, cfg.model, torch.device("cpu"))
-    state = torch.load(f"{run}/checkpoint.pt", map_location="cpu", weights_only=False)["agent"]["model"]
-    keep = ("encoder", "rssm", "decoder", "reward", "cont")
+    state = checkpoint.load(f"{run}/checkpoint.pt")["agent"]["model"]
+    keep = ("encoder", "rssm", "decoder", "reward", "cont")  # the world model only: vid2act's actor is wider
     agent.load_state_dict({k: v for k, v in state.items() if k.startswith("wm.") and k.split(".")[1] in keep}, strict=False)
     episodes = [dict(np.load(f)) for f in sorted(glob.glob(f"{run}/replay/*.npz"))]
     episodes = [e for e in episodes if e["image"].shape[0] >= 100]

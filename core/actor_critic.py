@@ -110,6 +110,21 @@ class ActorCritic(nn.Module):
             feats.append(wm.rssm.feat(state)), actions.append(action), raws.append(raw)
         return torch.stack(feats), torch.stack(actions), torch.stack(raws)
 
+    def targets(self, feats: torch.Tensor, reward: torch.Tensor, cont: torch.Tensor):
+        """feats (H+1, N, F), reward and cont (H, N) -> lambda-returns (H, N), the values they bootstrap
+        from (H+1, N) and the step weights (H, N).
+
+        DreamerV3 (ac.slow_target=false, ac.discount_weight=true): returns and the advantage baseline use
+        the fast critic (the slow one only regularises it), and imagined step t is weighted by
+        prod_{i<t} gamma * cont_i. The rule before 2026-11 (true / false): the slow critic, weights
+        prod_{i<t} cont_i (1 everywhere without a continue head)."""
+        c = self.cfg
+        value = self.value(feats, slow=c.slow_target)                  # (H+1, N)
+        ret = lambda_returns(reward, c.discount * cont, value, c.lam)  # (H, N)
+        step_disc = c.discount * cont if c.discount_weight else cont   # (H, N)
+        weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), step_disc[:-1]]), 0).detach()  # (H, N)
+        return ret, value, weight
+
     def loss(self, wm, start: dict) -> tuple[torch.Tensor, dict]:
         """start: posterior states with (N, ...) leaves, detached. Returns actor+critic loss."""
         c = self.cfg
@@ -121,9 +136,7 @@ class ActorCritic(nn.Module):
                 reward = self.reward_fn(wm, feats, actions)            # (H, N)
             cont = wm.predict_cont(feats[1:])
             cont = torch.ones_like(reward) if cont is None else cont  # (H, N)
-            value = self.value(feats, slow=c.slow_target)             # (H+1, N)
-        ret = lambda_returns(reward, c.discount * cont, value, c.lam)  # (H, N)
-        weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[:-1]]), 0).detach()  # (H, N)
+            ret, value, weight = self.targets(feats, reward, cont)
         scale = self.retnorm.update(ret)
         adv = (ret - value[:-1].detach()) / scale
         mean, std = self.actor(self.actor_in(feats[:-1].detach()))

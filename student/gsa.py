@@ -84,7 +84,8 @@ def attach(trainer) -> None:
     retrieved = dataset.subset(indices)
     trainer.retrieval = (root, indices)  # for the vid2act component of method=hybrid
     if m.rehearsal:
-        trainer.batch_source = Rehearsal(trainer.replay, retrieved, m.offline_share, seed=cfg.seed)
+        trainer.batch_source = Rehearsal(trainer.replay, retrieved, m.offline_share,
+                                         seed=trainer.rng("rehearsal", cfg.seed))
     if m.shift.every:  # GSA Fig. 2: Wasserstein distances online / retrieved / offline
         trainer.log_sources.append(ShiftMonitor(trainer, retrieved, dataset, m.shift.every, m.shift.batch,
                                                 m.shift.length, seed=cfg.seed))
@@ -92,6 +93,6 @@ def attach(trainer) -> None:
         s = m.schedule
         schedule = GuidanceSchedule(s.initial, s.final, s.duration, trainer.spec.episode_length, cfg.trainer.warmup)
         guide = GuidedActing(bc_prior(trainer, dataset, indices), schedule, trainer.envs.num_envs)
-        rng = np.random.default_rng(cfg.seed + 7)
+        rng = trainer.rng("guidance", cfg.seed + 7)
         trainer.acting_hooks.append(lambda tr, obs, action: guide.apply(obs, action, tr.step, rng)[0])
         trainer.log_sources.append(guide.metrics)

@@ -25,7 +25,7 @@ class ShiftMonitor:
                  projections: int = 64, seed: int = 0):
         self.trainer, self.retrieved, self.offline = trainer, retrieved, offline
         self.every, self.batch, self.length = every, batch, length
-        self.rng = np.random.default_rng(seed)
+        self.rng = trainer.rng("shift", seed)  # saved in checkpoints
         feat_dim = trainer.agent.wm.rssm.feat_dim
         d = np.random.default_rng(seed).normal(size=(projections, feat_dim))
         self.directions = d / np.linalg.norm(d, axis=1, keepdims=True)  # (P, F)

@@ -77,7 +77,7 @@ class Vid2Act:
             fit=d.get("fit", "weighted"), residual=d.get("residual", False)))
         self.vae = agent.attach("action_vae", ActionVAE(fs, trainer.spec.action_mask, k, a.units, a.hidden)) \
             if a.enabled else None
-        self.rng = np.random.default_rng(cfg.seed + 11)
+        self.rng = trainer.rng("vid2act", cfg.seed + 11)
         self.best = None             # (N,) k* per imagination start state, set by the loss term
         self.last_prior = None       # (N, A) the VAE's action on the last acting step (guidance prior)
         self.weight_sum, self.weight_n, self.vae_log = torch.zeros(k), 0, []
@@ -95,7 +95,7 @@ class Vid2Act:
         if wants_prior:
             s = m.schedule
             schedule = GuidanceSchedule(s.initial, s.final, s.duration, trainer.spec.episode_length, cfg.trainer.warmup)
-            guide, rng = ReplayGuidance(self, schedule, trainer.envs.num_envs), np.random.default_rng(cfg.seed + 7)
+            guide, rng = ReplayGuidance(self, schedule, trainer.envs.num_envs), trainer.rng("guidance", cfg.seed + 7)
             trainer.acting_hooks.append(lambda tr, obs, action: guide.apply(obs, action, tr.step, rng)[0])
             trainer.log_sources.append(guide.metrics)
         trainer.log_sources.append(self.metrics)

@@ -85,3 +85,37 @@ def test_gsa_logs_distribution_shift(tmp_path, teacher):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     shift = [r for r in rows if "shift/online_offline" in r]
     assert shift and all(r[k] >= 0 for r in shift for k in ("shift/online_retrieved", "shift/retrieved_offline"))
+
+
+def test_resume_continues_every_random_stream(tmp_path, teacher):
+    """A gsa run checkpoints and is abandoned (as if killed right after the checkpoint); the run that
+    resumes from that checkpoint draws the same guidance plans and offline windows as the
+    uninterrupted run would have drawn next."""
+    import copy
+    from student.guidance import GuidanceSchedule
+    base = ["env=dmc", "task=cartpole_balance", "env.episode_frames=40", "method.retrieval.k=3",
+            "method.shift.every=40", "method.shift.batch=2", "method.shift.length=8"]
+    done = run_gsa(tmp_path, teacher, *base, "trainer.steps=80")    # saves its checkpoint at the end
+    assert set(done.rngs) == {"replay", "rehearsal", "guidance", "shift"}
+    uninterrupted = {k: copy.deepcopy(g) for k, g in done.rngs.items()}
+    fresh = run_gsa(tmp_path / "fresh", teacher, *base, "trainer.steps=0").rngs  # streams at their seeds
+    resumed = Trainer(compose(*FAST, "method=gsa", f"teacher={teacher}", f"run_dir={tmp_path}", *base,
+                              "trainer.steps=200"), tmp_path)
+    try:
+        schedule = GuidanceSchedule(1.0, 0.1, 200, 20, 40)
+
+        def plans(rng):
+            return [schedule.plan(80 + 10 * i, rng) for i in range(30)]
+
+        def windows(rng):
+            return resumed.batch_source.offline.sample(3, 8, rng)
+
+        assert plans(resumed.rngs["guidance"]) == plans(uninterrupted["guidance"]) != plans(fresh["guidance"])
+        got, want = windows(resumed.rngs["rehearsal"]), windows(uninterrupted["rehearsal"])
+        assert all(np.array_equal(got[k], want[k]) for k in want)
+        assert not np.array_equal(windows(fresh["rehearsal"])["image"], want["image"])
+        for name in ("replay", "shift"):
+            assert resumed.rngs[name].integers(1 << 30, size=8).tolist() == \
+                uninterrupted[name].integers(1 << 30, size=8).tolist()
+    finally:
+        resumed.close()

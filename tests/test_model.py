@@ -119,3 +119,29 @@ def test_laprop_optimiser_descends():
         (p ** 2).sum().backward()
         opt.step()
     assert p.detach().abs().max() < 0.5
+
+
+@pytest.mark.parametrize("slow_target,discount_weight", [(False, True), (True, False)])
+def test_return_targets_dreamerv3_and_legacy(tiny_cfg, slow_target, discount_weight):
+    """DreamerV3: lambda-returns bootstrap from the FAST critic and step t weighs prod_{i<t} gamma*cont_i;
+    the legacy switch: the slow critic and prod_{i<t} cont_i."""
+    from core.actor_critic import ActorCritic
+    from core.ops import lambda_returns
+    cfg = tiny_cfg.model.ac
+    cfg.slow_target, cfg.discount_weight = slow_target, discount_weight
+    torch.manual_seed(0)
+    ac = ActorCritic(10, torch.ones(3), cfg)
+    with torch.no_grad():  # the two critics disagree
+        for p in ac.critic.parameters():
+            p.normal_(0, 0.1)
+    h, n = 5, 4
+    feats, reward = torch.randn(h + 1, n, 10), torch.randn(h, n)
+    cont = torch.tensor([1.0, 1.0, 0.5, 1.0, 1.0])[:, None].expand(h, n)
+    ret, value, weight = ac.targets(feats, reward, cont)
+    fast, slow = ac.value(feats), ac.value(feats, slow=True)
+    assert not torch.allclose(fast, slow)
+    torch.testing.assert_close(value, slow if slow_target else fast)
+    torch.testing.assert_close(ret, lambda_returns(reward, cfg.discount * cont, value, cfg.lam))
+    g = cfg.discount if discount_weight else 1.0
+    expected = torch.tensor([1.0, g, g * g, g * g * g * 0.5, g ** 4 * 0.5])[:, None].expand(h, n)
+    torch.testing.assert_close(weight, expected)

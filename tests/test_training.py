@@ -130,3 +130,30 @@ def test_episode_stats_success_any_and_final():
                     dict(env=1, ret=5.0, length=2, success=1.0, success_final=1.0)]
     stats.update([obs(first=True), obs(first=True)])  # a new episode forgets the old success
     assert stats.update([obs(last=True), obs(last=True)])[0]["success"] == 0.0
+
+
+def test_first_run_and_rerun_with_cached_default_teacher_start_alike(tmp_path):
+    """The first run builds the embedded default teacher in-process (drawing from the global generators);
+    a rerun reads it from the cache. With the same seed both must start from the same weights and make
+    the same first updates."""
+    small = [f"default_teacher.dir={tmp_path / 'teacher'}", "default_teacher.dmc_tasks=[cartpole_balance]",
+             "default_teacher.dmc_episodes=1", "default_teacher.dmc_frames=40", "default_teacher.metaworld_tasks=[reach]",
+             "default_teacher.metaworld_noise=[0.5]", "default_teacher.metaworld_episodes=1", "default_teacher.workers=0",
+             "default_teacher.steps=2", "default_teacher.batch_size=2", "default_teacher.batch_length=8"]
+
+    def run(name):
+        cfg = compose(*FAST, "method=finetune", *small, "trainer.steps=44", "logger.wandb=disabled",
+                      "logger.progress=false", f"run_dir={tmp_path / name}")
+        trainer = Trainer(cfg, tmp_path / name)
+        built = [p.detach().clone() for p in trainer.agent.parameters()]
+        try:
+            trainer.run()
+        finally:
+            trainer.close()
+        return built, list(trainer.agent.parameters()), trainer.agent.updates
+
+    first, cached = run("first"), run("rerun")
+    assert (tmp_path / "teacher" / "pretrain" / "teacher.pt").exists()
+    assert first[2] == cached[2] == 3   # updates at steps 40, 42 and 44
+    assert all(torch.equal(a, b) for a, b in zip(first[0], cached[0]))   # same initial weights
+    assert all(torch.equal(a, b) for a, b in zip(first[1], cached[1]))   # same first updates

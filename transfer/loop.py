@@ -66,7 +66,6 @@ class Trainer:
         self.ckpt_path = self.dir / "checkpoint.pt"
         if t.threads:
             torch.set_num_threads(t.threads)
-        random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
         self.device = resolve_device(cfg.device)
         self.teacher = self._read_teacher()  # before any worker starts: a bad teacher fails fast
         components = [component(name) for name in cfg.method.get("components") or []]
@@ -76,6 +75,9 @@ class Trainer:
         self.spec = self.envs.specs[0]
         self.frames_per_step = self.spec.action_repeat
         size = self.spec.image_size
+        # Seeded here, after the teacher is read: building the default teacher in-process draws from the
+        # global generators, so seeding earlier would give a first run other weights than a rerun.
+        random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
         self.agent = Agent({"image": (size, size, 3)}, self.spec.action_mask, cfg.model, self.device)
         if self.teacher is not None and cfg.method.init_from_teacher:
             from teacher.model import load_pretrained
@@ -87,6 +89,7 @@ class Trainer:
         self.acting_hooks: list = []    # (trainer, obs list, actions (N, A) np) -> executed actions (N, A)
         self.log_sources: list = []     # () -> {name: float}, merged into each train log row
         self.logger_rows: list = []     # {name: float} rows written once the logger exists (setup results)
+        self.rngs = {"replay": self.replay.rng}  # named numpy generators, saved and restored (see rng())
         for attach in components:
             attach(self)  # switches a part on: loss term, reward, batch source, prior...
         self.step, self.episodes, self.update_budget = 0, 0, 0.0
@@ -120,13 +123,21 @@ class Trainer:
                 log.info("architecture from the teacher: %s", note)
         return info
 
+    def rng(self, name: str, seed) -> np.random.Generator:
+        """A numpy generator for a component (e.g. rehearsal sampling, guidance plans): its state is saved
+        in every checkpoint and restored on resume, so a resumed run continues the same stream."""
+        if name in self.rngs:
+            raise ValueError(f"random stream {name!r} is registered twice; give each component its own name")
+        self.rngs[name] = np.random.default_rng(seed)
+        return self.rngs[name]
+
     # ---- checkpointing -----------------------------------------------------------------------
     def save(self):
         self.replay.flush()
         checkpoint.save(self.ckpt_path, dict(
             agent=self.agent.full_state(), step=self.step, episodes=self.episodes,
             update_budget=self.update_budget, next_eval=self.next_eval, replay_files=self.replay.files,
-            rng=checkpoint.rng_state(), replay_rng=self.replay.rng.bit_generator.state,
+            rng=checkpoint.rng_state(), rngs={k: g.bit_generator.state for k, g in self.rngs.items()},
             wandb_id=self.logger.wandb_id, config=OmegaConf.to_container(self.cfg, resolve=True)))
         self.last_save = time.time()
 
@@ -134,7 +145,12 @@ class Trainer:
         state = checkpoint.load(self.ckpt_path)
         self.agent.load_full_state(state["agent"])
         self.replay.load(state["replay_files"])
-        self.replay.rng.bit_generator.state = state["replay_rng"]
+        saved = state.get("rngs", {"replay": state.get("replay_rng")})  # replay_rng: checkpoints before 2026-11-29
+        for name, gen in self.rngs.items():
+            if saved.get(name) is None:
+                log.warning("the checkpoint has no state for the random stream %r: it restarts from its seed", name)
+            else:
+                gen.bit_generator.state = saved[name]
         checkpoint.set_rng_state(state["rng"])
         self.step, self.episodes = state["step"], state["episodes"]
         self.update_budget, self.next_eval = state["update_budget"], state["next_eval"]

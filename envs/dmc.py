@@ -6,6 +6,18 @@ bookkeeping (action repeat, time limit in frames, terminal vs time-out), the reg
 benchmark's task names, and GSA's "_hard" variants (hard_reward). Task names resolve to
 dm_control's suite, or to the custom tasks of envs/dmc_tasks.py (walker_backflip, ...), or to
 "<task>_hard" for any of those.
+
+Two env conventions (env option ``convention``, configs/env/dmc.yaml; default "gsa"):
+  gsa  the GSA authors' (zhaoyi11/ncrl src/envs.py): the agent's [-1, 1] action is passed to
+       dm_control unscaled, and MuJoCo clamps it to each actuator's ctrlrange (all dm_control
+       actuators are ctrllimited with spec bounds == ctrlrange; dm_control itself never checks
+       bounds). We clip to the spec bounds, which is that clamp, so physics.data.ctrl holds the
+       control MuJoCo applies. A "_hard" task penalises the action passed to dm_control (the
+       unscaled one). The custom cheetah tasks use the authors' ground plane (envs/dmc_tasks.py).
+  dmc  the action is rescaled affinely from [-1, 1] to the action spec; dm_control's models.
+Every dm_control domain but quadruped (and lqr, whose actuators are unlimited) has spec [-1, 1],
+where clamp and rescale are both the identity: there (walker, cheetah, cartpole, acrobot, hopper,
+...) the conventions differ only in the custom cheetah tasks' floor.
 dm_control is imported lazily, after envs.gl.setup_gl() has picked a headless GL backend.
 """
 from __future__ import annotations
@@ -37,11 +49,15 @@ HARD_THRESHOLD = 0.6
 HARD_THRESHOLDS = {"cheetah": 0.2}  # per-domain exceptions
 HARD_ACTION_PENALTY = 0.1
 
+CONVENTIONS = ("gsa", "dmc")  # see the module docstring
+DEFAULT_CONVENTION = "gsa"
+
 
 def hard_reward(reward: float, action, threshold: float, penalty: float = HARD_ACTION_PENALTY) -> float:
     """One raw simulator step of a hard task: (reward if reward >= threshold else 0) - penalty * ||action||_2.
 
-    ``action`` is the native action applied to the simulator (after unpadding and rescaling).
+    ``action`` is the native action passed to dm_control: rescaled to the spec under convention
+    "dmc", the agent's unscaled [-1, 1] action under "gsa".
     As in the GSA authors' HardTaskWrapper (zhaoyi11/ncrl src/envs.py), applied below the action
     repeat, so an agent step of repeat k pays the penalty k times.
     """
@@ -108,18 +124,21 @@ class DMCEnv:
     """One DMC task rendered to (image_size, image_size, 3) uint8 pixels.
 
     ``hard_threshold`` is None, or the threshold of a "_hard" task whose per-frame rewards go
-    through hard_reward().
+    through hard_reward(). ``convention`` is "gsa" or "dmc" (module docstring).
     """
 
     def __init__(self, task: str, seed: int, max_action_dim: int, action_repeat: int = 2,
                  image_size: int = 64, episode_frames: int = 1000, camera: int | None = None,
-                 fast_render: bool = True):
+                 fast_render: bool = True, convention: str = DEFAULT_CONVENTION):
+        if convention not in CONVENTIONS:
+            raise ValueError(f"unknown DMC convention {convention!r}; use one of {', '.join(CONVENTIONS)}")
+        self.convention = convention
         domain, task_name, self.hard_threshold = resolve_task(task)
         # time_limit=inf: the episode length is counted here, in frames.
         task_kwargs = dict(random=seed, time_limit=float("inf"))
         custom = _custom_tasks()
         if f"{domain}_{task_name}" in custom:
-            self._env = custom[f"{domain}_{task_name}"](**task_kwargs)
+            self._env = custom[f"{domain}_{task_name}"](convention=convention, **task_kwargs)
         else:
             self._env = _suite().load(domain, task_name, task_kwargs=task_kwargs)
         action_spec = self._env.action_spec()
@@ -153,11 +172,14 @@ class DMCEnv:
     def step(self, padded_action) -> dict:
         if self._done:
             raise RuntimeError(f"{self.spec.task}: step() after the episode ended; call reset()")
-        action = unpad_action(self.spec, padded_action)
-        action = self._low + (action + 1.0) * 0.5 * (self._high - self._low)
+        action = unpad_action(self.spec, padded_action)  # (native,) in [-1, 1]
+        if self.convention == "gsa":  # unscaled; clipping to the spec = MuJoCo's ctrlrange clamp
+            applied = np.clip(action, self._low, self._high)
+        else:  # "dmc": affine rescaling to the spec
+            action = applied = self._low + (action + 1.0) * 0.5 * (self._high - self._low)
         reward, ended, terminal = 0.0, False, False
         for _ in range(self.spec.action_repeat):
-            time_step = self._env.step(action)
+            time_step = self._env.step(applied)
             self._frames += 1
             frame_reward = time_step.reward or 0.0
             if self.hard_threshold is not None:
@@ -181,7 +203,7 @@ def prepare(env_cfg: dict) -> None:
 
 
 def make(env_cfg: dict, task: str, seed: int, max_action_dim: int) -> DMCEnv:
-    keys = ("action_repeat", "image_size", "episode_frames", "camera")
+    keys = ("action_repeat", "image_size", "episode_frames", "camera", "convention")
     return DMCEnv(task, seed, max_action_dim, **{k: env_cfg[k] for k in keys if env_cfg.get(k) is not None})
 
 

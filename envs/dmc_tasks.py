@@ -4,7 +4,7 @@ Owns the task classes (dm_control ``base.Task`` subclasses of the suite's own wa
 quadruped tasks), the constructor registry ``TASKS`` ("domain_task" -> constructor) and
 ``load()``. Every task runs on the domain's own physics and model XML from dm_control.suite with
 the suite's control timestep, episode initialisation, observations and cameras; only the reward
-differs. envs/dmc.py consults TASKS before dm_control's suite (and keeps the names, so that its
+differs (and, under the "gsa" convention, the custom cheetah tasks' floor; see below). envs/dmc.py consults TASKS before dm_control's suite (and keeps the names, so that its
 is_custom() needs no dm_control import).
 
 Reward facts (speeds, heights, margins, weights) follow the GSA authors' custom tasks
@@ -13,8 +13,16 @@ the TD-MPC2 custom tasks, the quadruped ones URLB-style). Notation used in the d
 ``tol(x, [lo, hi], m)`` is dm_control's rewards.tolerance: 1 inside the bounds, falling off over
 the margin m outside them, gaussian sigmoid with value 0.1 at the margin unless marked
 ``linear@v`` (linear, value v at the margin, 0 beyond 2m when v = 0.5, beyond m when v = 0).
+
+Models per env convention (envs/dmc.py): the authors' walker.xml and quadruped.xml equal
+dm_control's, so walker and quadruped tasks are the same under "gsa" and "dmc". Their cheetah.xml
+differs from dm_control's only in the ground plane, size "200 .8 .5" instead of "100 .8 .5" (both
+at x = 98): under "gsa" the custom cheetah tasks use that floor (CHEETAH_GSA_FLOOR), which keeps
+the floor in the camera's view when running backwards; dm_control's cheetah_run keeps its own.
 """
 from __future__ import annotations
+
+from xml.etree import ElementTree
 
 from envs.gl import setup_gl
 
@@ -88,6 +96,24 @@ CHEETAH_BACKWARDS_SPEED = 0.8 * cheetah._RUN_SPEED   # 8 m/s
 CHEETAH_ONE_FOOT_SPEED = 0.6 * cheetah._RUN_SPEED    # 6 m/s
 CHEETAH_JUMP_HEIGHT = 1.2                            # m
 CHEETAH_JUMP_DRIFT = 0.5                             # m/s, |speed| allowed while jumping
+CHEETAH_GSA_FLOOR = 200.0                            # half-length (x) of the ground plane under "gsa"
+CHEETAH_DMC_FLOOR = 100.0                            # dm_control's cheetah.xml
+
+
+def cheetah_model(floor: float = CHEETAH_DMC_FLOOR) -> tuple[str, dict]:
+    """(xml, assets) of dm_control's cheetah with the ground plane "ground" of half-length ``floor``
+    (other size fields and the position x = 98 unchanged)."""
+    xml, assets = cheetah.get_model_and_assets()
+    if floor == CHEETAH_DMC_FLOOR:
+        return xml, assets
+    root = ElementTree.fromstring(xml)
+    ground = root.find(".//geom[@name='ground']")
+    size = ground.get("size").split()
+    if float(size[0]) != CHEETAH_DMC_FLOOR:  # a new dm_control model: recheck it against the authors'
+        raise RuntimeError(f"dm_control's cheetah ground has size {ground.get('size')!r}, "
+                           f"expected {CHEETAH_DMC_FLOOR:g} .8 .5")
+    ground.set("size", " ".join([f"{floor:g}"] + size[1:]))
+    return ElementTree.tostring(root, encoding="unicode"), assets
 
 
 class CheetahRunBackwards(cheetah.Cheetah):
@@ -192,8 +218,9 @@ class QuadrupedRoll(quadruped.Move):
 
 
 # ---- constructors -----------------------------------------------------------------------------------
+# Each constructor takes the env convention (envs/dmc.py); only the cheetah ones use it.
 def _walker(make_task):
-    def build(random=None, time_limit=INF, environment_kwargs=None):
+    def build(random=None, time_limit=INF, environment_kwargs=None, convention="gsa"):
         physics = walker.Physics.from_xml_string(*walker.get_model_and_assets())
         return control.Environment(physics, make_task(random), time_limit=time_limit,
                                    control_timestep=walker._CONTROL_TIMESTEP, **(environment_kwargs or {}))
@@ -201,15 +228,16 @@ def _walker(make_task):
 
 
 def _cheetah(make_task):
-    def build(random=None, time_limit=INF, environment_kwargs=None):
-        physics = cheetah.Physics.from_xml_string(*cheetah.get_model_and_assets())
+    def build(random=None, time_limit=INF, environment_kwargs=None, convention="gsa"):
+        floor = CHEETAH_GSA_FLOOR if convention == "gsa" else CHEETAH_DMC_FLOOR
+        physics = cheetah.Physics.from_xml_string(*cheetah_model(floor))
         return control.Environment(physics, make_task(random), time_limit=time_limit,
                                    **(environment_kwargs or {}))
     return build
 
 
 def _quadruped(make_task):
-    def build(random=None, time_limit=INF, environment_kwargs=None):
+    def build(random=None, time_limit=INF, environment_kwargs=None, convention="gsa"):
         # Same model as dm_control's quadruped walk: floor of 20 s x 0.5 m/s, no terrain / walls / ball.
         xml = quadruped.make_model(floor_size=quadruped._DEFAULT_TIME_LIMIT * quadruped._WALK_SPEED)
         physics = quadruped.Physics.from_xml_string(xml, common.ASSETS)
@@ -234,8 +262,13 @@ TASKS = {
 }
 
 
-def load(name: str, random=None, time_limit: float = INF, environment_kwargs=None) -> control.Environment:
-    """Builds custom task ``name`` ("domain_task") as a dm_control control.Environment."""
+def load(name: str, random=None, time_limit: float = INF, environment_kwargs=None,
+         convention: str = "gsa") -> control.Environment:
+    """Builds custom task ``name`` ("domain_task") as a dm_control control.Environment under env
+    convention ``convention`` ("gsa" or "dmc", envs/dmc.py)."""
     if name not in TASKS:
         raise ValueError(f"unknown custom DMC task {name!r}; custom tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[name](random=random, time_limit=time_limit, environment_kwargs=environment_kwargs)
+    if convention not in ("gsa", "dmc"):
+        raise ValueError(f"unknown DMC convention {convention!r}; use gsa or dmc")
+    return TASKS[name](random=random, time_limit=time_limit, environment_kwargs=environment_kwargs,
+                       convention=convention)

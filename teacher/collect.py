@@ -167,6 +167,7 @@ def run_episode(common: dict, job: dict) -> tuple[dict, dict, dict]:
             terminals.append(bool(obs["is_terminal"]))
             success = success or bool(obs.get("log_success", False))
             distance += float(obs.get("log_distance", 0.0))
+        convention = getattr(env, "convention", None)  # DMC: gsa | dmc action and floor conventions
     finally:
         env.close()
     traj = dict(image=np.stack(images), action=np.stack(actions).astype(np.float32),   # (L, H, W, 3), (L, native)
@@ -175,10 +176,13 @@ def run_episode(common: dict, job: dict) -> tuple[dict, dict, dict]:
     meta = dict(suite=spec.suite, task=spec.task, embodiment=spec.embodiment, policy=common["policy"],
                 noise=job["noise"], seed=job["seed"], job=job["job"], source=common.get("source"),
                 episode_return=ret)
+    if convention is not None:
+        meta["convention"] = convention
     stats = dict(task=spec.task, noise=job["noise"], steps=len(images) - 1, ret=ret, distance=distance,
                  success_final=float(bool(obs.get("log_success", False))))
     if "log_success" in obs:
         meta["success"] = stats["success"] = float(success)
+        meta["success_final"] = stats["success_final"]   # GSA's Meta-World score: success at the last step
     return traj, meta, stats
 
 

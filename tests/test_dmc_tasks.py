@@ -204,3 +204,115 @@ def test_hard_rule_real_envs():
     for base, hard in rewards:
         assert base > repeat * 0.6
         assert hard == pytest.approx(base - repeat * 0.1 * 0.5, abs=1e-5)
+
+
+# ---- env conventions (envs/dmc.py: "gsa" = the GSA authors', "dmc" = rescaled actions) ----------
+def test_convention_option():
+    from envs import make_env
+    from envs.list import suite_config
+    cfg = suite_config("dmc")
+    assert cfg["convention"] == "gsa"  # the default in configs/env/dmc.yaml
+    for convention in ("gsa", "dmc"):
+        env = make_env(dict(cfg, convention=convention), "cartpole_balance", 0, A)
+        assert env.convention == convention
+        env.close()
+    assert DMCEnv("cartpole_balance", seed=0, max_action_dim=A).convention == "gsa"
+    with pytest.raises(ValueError, match="unknown DMC convention 'authors'"):
+        DMCEnv("cartpole_balance", seed=0, max_action_dim=A, convention="authors")
+
+
+def test_quadruped_actions_by_convention():
+    from dm_control import suite
+    rng = np.random.default_rng(0)
+    actions = [rng.uniform(-1, 1, 12) for _ in range(4)]
+    actions[0] = np.ones(12)
+    actions[1] = np.full(12, 0.95)  # in [-1, 1], beyond the [-.8, .8] range, below 1.1
+    envs = {c: DMCEnv("quadruped_walk", seed=0, max_action_dim=A, convention=c) for c in ("gsa", "dmc")}
+    # the authors' env: dm_control stepped with the agent's action as it is (no rescaling, no clipping)
+    authors = suite.load("quadruped", "walk", task_kwargs=dict(random=0, time_limit=float("inf")))
+    try:
+        model = envs["gsa"]._env.physics.model
+        low, high = model.actuator_ctrlrange.T
+        assert model.actuator_ctrllimited.all()
+        spec = envs["gsa"]._env.action_spec()
+        np.testing.assert_array_equal(spec.minimum, low)
+        np.testing.assert_array_equal(spec.maximum, high)
+        assert sorted(set(zip(low, high))) == [(-1.0, 1.0), (-1.0, 1.1), (-0.8, 0.8)]
+        for env in envs.values():
+            env.reset()
+        authors.reset()
+        for action in actions:
+            steps = {c: env.step(action.astype(np.float32)) for c, env in envs.items()}
+            reward = sum(authors.step(action.astype(np.float32)).reward for _ in range(2))
+            a = action.astype(np.float32).astype(np.float64)
+            clamped, rescaled = np.clip(a, low, high), low + (a + 1) * 0.5 * (high - low)
+            assert not np.allclose(clamped, rescaled)
+            np.testing.assert_allclose(envs["gsa"]._env.physics.data.ctrl, clamped, atol=1e-12)
+            np.testing.assert_allclose(envs["dmc"]._env.physics.data.ctrl, rescaled, atol=1e-12)
+            # same dynamics as the authors': MuJoCo clamps the unscaled control to ctrlrange itself
+            np.testing.assert_array_equal(envs["gsa"]._env.physics.data.qpos, authors.physics.data.qpos)
+            assert steps["gsa"]["reward"] == pytest.approx(reward, abs=1e-5)
+        assert np.abs(envs["dmc"]._env.physics.data.qpos - authors.physics.data.qpos).max() > 1e-3
+    finally:
+        for env in envs.values():
+            env.close()
+
+
+def test_quadruped_hard_penalty_by_convention():
+    # the penalty is on the action passed to dm_control: unscaled under gsa, rescaled under dmc
+    action = np.full(12, 0.95, np.float32)
+    low = np.tile([-1.0, -1.0, -0.8], 4)  # quadruped's ctrlrange per actuator (yaw, lift, extend)
+    high = np.tile([1.0, 1.1, 0.8], 4)
+    penalties = {"gsa": np.linalg.norm(action.astype(np.float64)),
+                 "dmc": np.linalg.norm(low + (action + 1.0) * 0.5 * (high - low))}
+    for convention, norm in penalties.items():
+        env = DMCEnv("quadruped_walk_hard", seed=0, max_action_dim=A, convention=convention)
+        try:
+            low_spec = env._env.action_spec().minimum
+            np.testing.assert_array_equal(low_spec, low)
+            env.reset()
+            env._env.task.get_reward = lambda physics: 0.5  # below 0.6 -> only the penalty
+            rewards = [float(env.step(action)["reward"]) for _ in range(3)]
+            np.testing.assert_allclose(rewards, -env.spec.action_repeat * 0.1 * norm, atol=1e-5)
+        finally:
+            env.close()
+    assert abs(penalties["gsa"] - penalties["dmc"]) > 0.05
+
+
+def test_cheetah_floor_by_convention():
+    from envs import dmc_tasks
+    sizes = {}
+    for convention in ("gsa", "dmc"):
+        for name in ("cheetah_run_backwards", "cheetah_jump_hard", "cheetah_run"):
+            env = DMCEnv(name, seed=0, max_action_dim=A, convention=convention, fast_render=False)
+            model = env._env.physics.named.model
+            sizes[convention, name] = tuple(model.geom_size["ground"])
+            assert tuple(model.geom_pos["ground"]) == (98.0, 0.0, 0.0)
+            env.close()
+    assert sizes["gsa", "cheetah_run_backwards"] == sizes["gsa", "cheetah_jump_hard"] == pytest.approx((200, 0.8, 0.5))
+    assert sizes["dmc", "cheetah_run_backwards"] == sizes["dmc", "cheetah_jump_hard"] == pytest.approx((100, 0.8, 0.5))
+    # dm_control's own cheetah_run keeps its floor under both
+    assert sizes["gsa", "cheetah_run"] == sizes["dmc", "cheetah_run"] == pytest.approx((100, 0.8, 0.5))
+    assert dmc_tasks.load("cheetah_run_front", random=0).physics.named.model.geom_size["ground", 0] == 200
+    assert dmc_tasks.load("cheetah_run_front", random=0, convention="dmc").physics.named.model.geom_size["ground", 0] == 100
+
+
+@pytest.mark.parametrize("name", ["walker_walk_hard", "walker_backflip"])
+def test_walker_same_under_both_conventions(name):
+    # walker's action spec is [-1, 1]: clamping and rescaling are both the identity
+    envs = [DMCEnv(name, seed=0, max_action_dim=A, convention=c) for c in ("gsa", "dmc")]
+    try:
+        np.testing.assert_array_equal(envs[0]._env.action_spec().minimum, -1.0)
+        np.testing.assert_array_equal(envs[0]._env.action_spec().maximum, 1.0)
+        first = [env.reset()["image"] for env in envs]
+        np.testing.assert_array_equal(*first)
+        rng = np.random.default_rng(0)
+        for _ in range(5):
+            action = (rng.uniform(-1, 1, A) * envs[0].spec.action_mask).astype(np.float32)
+            gsa, dmc = (env.step(action) for env in envs)
+            np.testing.assert_array_equal(gsa["image"], dmc["image"])
+            assert gsa["reward"] == dmc["reward"]
+        np.testing.assert_array_equal(envs[0]._env.physics.data.qpos, envs[1]._env.physics.data.qpos)
+    finally:
+        for env in envs:
+            env.close()

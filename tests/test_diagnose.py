@@ -1,0 +1,49 @@
+"""`python -m transfer.diagnose`: per-run diagnostics of a real gsa run on Meta-World reach."""
+import json
+import math
+
+import pytest
+
+from conftest import collect_random, compose, pretrain_cfg
+from teacher.collect import main as collect
+from teacher.pretrain import Pretrainer
+from transfer.diagnose import diagnose
+from transfer.loop import Trainer
+
+FAST = ["preset=quick", "trainer.warmup=40", "trainer.batch_size=4", "trainer.batch_length=8", "trainer.train_ratio=32",
+        "trainer.eval_every=1000000", "trainer.final_eval_episodes=1", "trainer.log_every=20", "logger.wandb=disabled",
+        "logger.progress=false", "method.retrieval.queries=2", "method.bc.steps=4", "method.bc.batch=8",
+        "method.schedule.duration=200", "method.retrieval.k=4", "method.shift.every=0"]
+
+
+@pytest.fixture(scope="module")
+def gsa_run(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    collect_random(data, tasks=("cartpole_balance",), episodes=2, frames=40)
+    collect_random(data, tasks=("drawer-open",), episodes=1, frames=40, suite="metaworld")
+    collect(["--dataset", str(data), "--suite", "metaworld", "--tasks", "reach", "--policy", "expert", "--noise", "0.1",
+             "--episodes", "3", "--workers", "0", "--env-config", "episode_frames=100"])
+    teacher = tmp_path_factory.mktemp("teacher")
+    Pretrainer(pretrain_cfg(data, teacher, "steps=2", "eval_every=2"), teacher).run()
+    run = tmp_path_factory.mktemp("run")
+    trainer = Trainer(compose(*FAST, "method=gsa", f"teacher={teacher / 'teacher.pt'}", "task=reach",
+                              "env.episode_frames=40", "trainer.steps=120", f"run_dir={run}"), run)
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    return run, data
+
+
+def test_diagnose_a_gsa_run(gsa_run):
+    run, data = gsa_run
+    out = diagnose(run, episodes=2)
+    assert json.loads((run / "diagnostics.json").read_text()) == out
+    assert out["dataset"] == str(data)                       # found through the run's teacher
+    assert out["retrieval_trajectories"] == 4 and out["dataset_target_trajectories"] == 3
+    assert out["retrieval_target_share"] == 0.75               # the 4 sawyer episodes: 3 of reach, 1 of drawer-open
+    assert out["retrieval_embodiment_share"] == 1.0
+    assert out["bc_alone_episodes"] == 2 and 0.0 <= out["bc_alone_success"] <= out["bc_alone_success_any"] <= 1.0
+    assert out["guided_fraction_first"] == 1.0 and 0.0 <= out["guided_fraction_last"] <= 1.0
+    assert out["reward_fit_episodes"] == 3 and math.isfinite(out["reward_fit_r2"])
+    assert out["reward_fit_real_return"] > 0 and math.isfinite(out["reward_fit_pred_return"])

@@ -1,0 +1,189 @@
+"""Per-run diagnostics of a finished (or checkpointed) transfer run, written to RUN_DIR/diagnostics.json:
+
+    python -m transfer.diagnose RUN_DIR [RUN_DIR ...] [--dataset DIR] [--episodes 10]
+
+- retrieval purity (runs with retrieved.json): the share of retrieved trajectories of the target task
+  and of the target's embodiment;
+- the BC prior acting alone (runs with bc_prior.pt): success at the last step (Meta-World's score),
+  success at any step and return over `--episodes` evaluation episodes, prior acting whole episodes;
+- guidance: the guided fraction of acting steps in the first and the last logged interval;
+- the reward head on successful episodes: the target task's successful episodes in the offline dataset
+  (recorded rewards; the world model never saw them) filtered by the run's world model: R^2 and
+  correlation of predicted against real per-step rewards, and the mean predicted against real return;
+- domain weights (vid2act, hybrid): the source with the highest weight over the last quarter of logs.
+
+The dataset is --dataset, else the run's `diagnostics.dataset`, else `method.dataset`, else the one its
+teacher was pretrained on; without one, the dataset-based entries are null. Keys are flat scalars
+(null when not applicable); transfer.report lists them per run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from core import checkpoint
+from core.agent import Agent
+from envs import env_fns
+from envs.workers import EnvPool
+from transfer.loop import EpisodeStats
+
+MAX_FIT_EPISODES = 10   # successful target episodes filtered for the reward fit
+
+
+def run_config(run: pathlib.Path) -> dict:
+    """The run's final composed config (the checkpoint's: it holds the teacher's architecture)."""
+    ckpt = run / "checkpoint.pt"
+    if ckpt.exists():
+        return checkpoint.load(ckpt)["config"]
+    return OmegaConf.to_container(OmegaConf.load(run / "hydra" / "config.yaml"), resolve=True)
+
+
+def dataset_root(cfg: dict, given: str | None) -> str | None:
+    method = cfg.get("method", {})
+    root = given or (cfg.get("diagnostics") or {}).get("dataset") or method.get("dataset")
+    if root is None and cfg.get("teacher"):
+        from teacher.model import read_teacher
+        root = read_teacher(cfg["teacher"])["dataset"]["root"]
+    return root
+
+
+def target_rows(dataset, cfg: dict) -> list[int]:
+    suite = cfg["env"]["suite"]
+    return [i for i, r in enumerate(dataset.meta) if r.get("task") == cfg["task"] and r.get("suite") == suite]
+
+
+def retrieval_purity(run: pathlib.Path, cfg: dict, dataset) -> dict:
+    path = run / "retrieved.json"
+    if not path.exists() or dataset is None:
+        return {}
+    ids = set(json.loads(path.read_text()))
+    rows = [r for r in dataset.meta if r["id"] in ids]
+    own = [dataset.meta[i] for i in target_rows(dataset, cfg)]
+    embodiment = own[0]["embodiment"] if own else None
+    n = max(len(rows), 1)
+    return {"retrieval_trajectories": len(rows),
+            "retrieval_target_share": sum(r["task"] == cfg["task"] for r in rows) / n,
+            "retrieval_embodiment_share": sum(r["embodiment"] == embodiment for r in rows) / n if embodiment else None,
+            "dataset_target_trajectories": len(own)}
+
+
+def prior_alone(policy, cfg: dict, episodes: int) -> dict:
+    """The BC prior acting for whole episodes on evaluation envs (seeds apart from training's)."""
+    from student.guidance import GuidanceSchedule, GuidedActing
+    fns = env_fns(cfg["env"], cfg["task"], cfg["seed"] + 20_000, cfg["max_action_dim"], min(episodes, 2))
+    finished = []
+    with EnvPool(fns, parallel=True) as pool:
+        n, spec = pool.num_envs, pool.specs[0]
+        guide = GuidedActing(policy, GuidanceSchedule(1.0, 1.0, 0, spec.episode_length, warmup=1 << 62), n)
+        rng, stats = np.random.default_rng(0), EpisodeStats(n)
+        obs = pool.step(np.zeros((n, cfg["max_action_dim"]), np.float32))
+        while len(finished) < episodes:
+            finished += stats.update(obs)
+            action, _ = guide.apply(obs, np.zeros((n, cfg["max_action_dim"]), np.float32), 0, rng)
+            obs = pool.step(action)
+    finished = finished[:episodes]
+    return {"bc_alone_success": float(np.mean([e["success_final"] for e in finished])),
+            "bc_alone_success_any": float(np.mean([e["success"] for e in finished])),
+            "bc_alone_return": float(np.mean([e["ret"] for e in finished])), "bc_alone_episodes": len(finished)}
+
+
+def bc_alone(run: pathlib.Path, cfg: dict, episodes: int) -> dict:
+    path = run / "bc_prior.pt"
+    if not path.exists() or episodes <= 0:
+        return {}
+    from student.bc import BCPolicy
+    state = torch.load(path, map_location="cpu")
+    policy = BCPolicy(state["action_mask"].numpy(), image_size=cfg["env"]["image_size"])
+    policy.load_state_dict(state)
+    return prior_alone(policy, cfg, episodes)
+
+
+def reward_fit(run: pathlib.Path, cfg: dict, dataset) -> dict:
+    """The run's reward head on the target task's successful offline episodes (rewards recorded)."""
+    ckpt = run / "checkpoint.pt"
+    if dataset is None or not ckpt.exists():
+        return {}
+    rows = [i for i in target_rows(dataset, cfg) if dataset.meta[i].get("success") and dataset.meta[i].get("has_reward")]
+    rows = sorted(rows, key=lambda i: -dataset.meta[i].get("episode_return", 0.0))[:MAX_FIT_EPISODES]
+    if not rows:
+        return {"reward_fit_episodes": 0}
+    a = int(cfg["max_action_dim"])
+    mask = np.zeros(a, np.float32)
+    mask[: dataset.meta[rows[0]]["action_dim"]] = 1
+    agent = Agent({"image": (cfg["env"]["image_size"],) * 2 + (3,)}, mask, OmegaConf.create(cfg["model"]), torch.device("cpu"))
+    state = checkpoint.load(ckpt)["agent"]["model"]
+    keep = ("encoder", "rssm", "decoder", "reward", "cont")  # the world model only (vid2act's actor is wider)
+    agent.load_state_dict({k: v for k, v in state.items() if k.startswith("wm.") and k.split(".")[1] in keep},
+                          strict=False)
+    real, pred = [], []
+    for i in rows:
+        traj = dataset.read(i, with_reward=True)
+        action = np.zeros((len(traj["action"]), a), np.float32)
+        action[:, : traj["action"].shape[1]] = traj["action"]        # (L, A) padded
+        is_first = np.zeros(len(action), bool)
+        is_first[0] = True
+        batch = {"image": torch.as_tensor(traj["image"][None]), "action": torch.as_tensor(action[None]),
+                 "is_first": torch.as_tensor(is_first[None])}        # (1, L, ...)
+        with torch.no_grad():
+            post, _ = agent.wm.observe(batch)
+            p = agent.wm.predict_reward(agent.wm.rssm.feat(post))[0, 1:].float().numpy()  # (L-1,)
+        real.append(traj["reward"][1:]), pred.append(p)
+    r, p = np.concatenate(real), np.concatenate(pred)
+    r2 = 1.0 - float(((r - p) ** 2).mean() / max(r.var(), 1e-12))
+    corr = float(np.corrcoef(r, p)[0, 1]) if r.std() > 0 and p.std() > 0 else None
+    return {"reward_fit_episodes": len(rows), "reward_fit_r2": r2, "reward_fit_corr": corr,
+            "reward_fit_pred_return": float(np.mean([x.sum() for x in pred])),
+            "reward_fit_real_return": float(np.mean([x.sum() for x in real]))}
+
+
+def from_metrics(run: pathlib.Path) -> dict:
+    path = run / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    out = {}
+    guided = [r["guidance/fraction"] for r in rows if "guidance/fraction" in r]
+    if guided:
+        out.update(guided_fraction_first=guided[0], guided_fraction_last=guided[-1],
+                   guided_fraction_total=[r["guidance/fraction_total"] for r in rows if "guidance/fraction_total" in r][-1])
+    weights = [r for r in rows if any(k.startswith("distill/weight_") for k in r)]
+    if weights:
+        last = weights[-max(len(weights) // 4, 1):]
+        names = sorted({k for r in last for k in r if k.startswith("distill/weight_")})
+        means = {k[len("distill/weight_"):]: float(np.mean([r[k] for r in last if k in r])) for k in names}
+        top = max(means, key=means.get)
+        out.update(weight_top=top, weight_top_value=means[top])
+    return out
+
+
+def diagnose(run_dir, dataset: str | None = None, episodes: int = 10) -> dict:
+    from teacher.dataset import OfflineDataset
+    run = pathlib.Path(run_dir)
+    cfg = run_config(run)
+    root = dataset_root(cfg, dataset)
+    data = OfflineDataset(root, max_action_dim=cfg["max_action_dim"]) if root else None
+    out = {"dataset": str(root) if root else None}
+    for part in (retrieval_purity(run, cfg, data), from_metrics(run), bc_alone(run, cfg, episodes),
+                 reward_fit(run, cfg, data)):
+        out.update(part)
+    (run / "diagnostics.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m transfer.diagnose", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--dataset", help="offline dataset with the target's episodes (default: from the run)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes of the BC prior acting alone (0: skip)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    for run in args.run_dirs:
+        print(json.dumps({"run": run, **diagnose(run, args.dataset, args.episodes)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,9 @@ from their composed config; their seeds are the repeats. Writes to DIR (default 
   min-max band over seeds (runs evaluated at different steps are interpolated onto the union of
   their steps, each only within its own range);
 - for runs that log distillation weights (vid2act, hybrid): weights.csv, a weights table in report.md
-  and weights_<suite>-<task>.png (transfer/weights.py).
+  and weights_<suite>-<task>.png (transfer/weights.py);
+- for runs with a diagnostics.json (`python -m transfer.diagnose`): diagnostics.csv and a
+  "Diagnostics (per run)" table in report.md (transfer/diagnostics_table.py).
 
 Score: "final/return" (--metric return) or "final/success_final" (--metric success: success at the
 final step, Meta-World's score), written once at the end of a run; --metric auto (default) takes
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import yaml
 
+from transfer import diagnostics_table as diag
 from transfer import published as pub
 from transfer import weights
 
@@ -330,6 +333,10 @@ def report(paths, out="runs/report", published: str | None = None, metric: str =
     if wrows:
         weights.write_csv(wrows, out / "weights.csv")
         pngs += weights.plot_weights(groups, out) if plots else []
+    drows, dkeys, dnotes = diag.rows(groups)
+    notes += dnotes
+    if drows:
+        diag.write_csv(drows, dkeys, out / "diagnostics.csv")
     text = ["# Results", "",
             f"Mean final score over seeds; 95% CI: percentile bootstrap of the mean over seeds "
             f"(scipy.stats.bootstrap, random_state={BOOTSTRAP_SEED}). return = final/return, "
@@ -340,10 +347,15 @@ def report(paths, out="runs/report", published: str | None = None, metric: str =
     if wrows:
         text += ["Distillation domain weights (weights.csv): mean over seeds of each run's mean weight, over the "
                  "whole run and over its last quarter of env steps.", ""] + markdown(*weights.table(wrows)) + [""]
+    if drows:
+        text += ["## Diagnostics (per run)", "", "From each run's diagnostics.json (`python -m transfer.diagnose`); "
+                 "'-': not recorded for that run. All values: diagnostics.csv.", ""]
+        text += markdown(*diag.table(drows, dkeys)) + [""]
     text += [f"![{p.stem}]({p.name})" for p in pngs]
     md_path = out / "report.md"
     md_path.write_text("\n".join(text) + "\n")
-    return dict(rows=rows, notes=notes, table=table, csv=csv_path, md=md_path, plots=pngs, weights=wrows)
+    return dict(rows=rows, notes=notes, table=table, csv=csv_path, md=md_path, plots=pngs, weights=wrows,
+                diagnostics=drows)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,113 @@
+"""Which tasks can show transfer paying off? Per candidate task (issue 18, item 7):
+
+    python -m benchmarks.targets --dataset runs/noncurated/data --tasks drawer-open door-unlock ...
+        [--random-episodes 20] [--bc-steps 1000] [--bc-episodes 10] [--out benchmarks/results/targets.json]
+
+- a uniform random policy's success (at the last step and at any step) over --random-episodes episodes;
+- the dataset's noisy experts of the task: episodes and success per sigma (from the manifest);
+- a BC prior (GSA's network and recipe, student/bc.py) trained on the task's own trajectories in the
+  dataset (task-filtered, as GSA gave its baselines) for --bc-steps updates, then acting alone for
+  --bc-episodes episodes (0 steps: skipped).
+
+Guidance can only help where the prior sometimes succeeds, and there is only something to show where a
+random policy (and DreamerV3 from scratch, measured by the sweep) does not. Env settings: configs/env/
+<suite>.yaml (Meta-World: 200 frames, action repeat 2). Results are appended per task to --out (JSON),
+so an interrupted run keeps what it measured; a task already in --out is skipped unless --redo.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+import numpy as np
+import torch
+
+from envs import env_fns
+from envs.list import suite_config
+from envs.workers import EnvPool
+from transfer.loop import EpisodeStats
+
+A = 12
+
+
+def random_success(suite: str, task: str, episodes: int, seed: int = 0) -> dict:
+    cfg = suite_config(suite)
+    rng, finished = np.random.default_rng(seed), []
+    with EnvPool(env_fns(cfg, task, seed + 30_000, A, 2)) as pool:
+        n, mask = pool.num_envs, pool.specs[0].action_mask
+        stats = EpisodeStats(n)
+        obs = pool.step(np.zeros((n, A), np.float32))
+        while len(finished) < episodes:
+            finished += stats.update(obs)
+            obs = pool.step((rng.uniform(-1, 1, (n, A)) * mask).astype(np.float32))
+    finished = finished[:episodes]
+    return {"random_success": float(np.mean([e["success_final"] for e in finished])),
+            "random_success_any": float(np.mean([e["success"] for e in finished])),
+            "random_return": float(np.mean([e["ret"] for e in finished])), "random_episodes": len(finished)}
+
+
+def experts(dataset, task: str) -> dict:
+    rows = [r for r in dataset.meta if r["task"] == task]
+    by_sigma = {}
+    for r in rows:
+        by_sigma.setdefault(f"{float(r.get('noise') or 0):g}", []).append(r)
+    return {"dataset_episodes": len(rows),
+            "expert_success_by_sigma": {s: round(float(np.mean([r.get("success_final", 0) for r in rs])), 2)
+                                        for s, rs in sorted(by_sigma.items(), key=lambda kv: float(kv[0]))}}
+
+
+def bc_alone(dataset, suite: str, task: str, steps: int, episodes: int, seed: int = 0) -> dict:
+    from student.bc import BCPolicy, train_bc
+    from transfer.diagnose import prior_alone
+    indices = [i for i, r in enumerate(dataset.meta) if r["task"] == task]
+    if not indices or steps <= 0:
+        return {}
+    mask = np.zeros(A, np.float32)
+    mask[: dataset.meta[indices[0]]["action_dim"]] = 1
+    torch.manual_seed(seed)
+    policy = BCPolicy(mask)
+    start = time.time()
+    losses = train_bc(policy, dataset, indices, steps, rng=np.random.default_rng(seed))
+    cfg = {"env": suite_config(suite), "task": task, "seed": seed, "max_action_dim": A}
+    out = prior_alone(policy, cfg, episodes)
+    out.update(bc_steps=steps, bc_first_loss=losses[0], bc_final_loss=float(np.mean(losses[-20:])),
+               bc_seconds=round(time.time() - start, 1))
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.targets", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--tasks", nargs="+", required=True)
+    p.add_argument("--suite", default="metaworld")
+    p.add_argument("--random-episodes", type=int, default=20)
+    p.add_argument("--bc-steps", type=int, default=1000)
+    p.add_argument("--bc-episodes", type=int, default=10)
+    p.add_argument("--out", default="benchmarks/results/targets.json")
+    p.add_argument("--redo", action="store_true")
+    args = p.parse_args(argv)
+    from teacher.dataset import OfflineDataset
+    dataset = OfflineDataset(args.dataset, max_action_dim=A)
+    out = pathlib.Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    for task in args.tasks:
+        key = f"{args.suite}/{task}/bc{args.bc_steps}"
+        if key in results and not args.redo:
+            continue
+        row = {**random_success(args.suite, task, args.random_episodes), **experts(dataset, task),
+               **bc_alone(dataset, args.suite, task, args.bc_steps, args.bc_episodes)}
+        results[key] = row
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1))
+        print(json.dumps({key: row}), flush=True)
+    print(f"{'task':<28} {'random':>7} {'experts (final success by sigma)':<44} {'BC alone':>8}")
+    for key, row in results.items():
+        sig = " ".join(f"{s}:{v:.2f}" for s, v in row["expert_success_by_sigma"].items())
+        print(f"{key:<28} {row['random_success']:>7.2f} {sig:<44} {row.get('bc_alone_success', float('nan')):>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

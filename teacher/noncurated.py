@@ -11,6 +11,10 @@ plus unsupervised DMC data on several bodies; reward-free for pretraining as alw
 - DMC: uniform-random episodes on `--dmc-tasks` (one per body by default; 1000 frames, action repeat 2),
   under configs/env/dmc.yaml's conventions (its `convention` key, recorded in build.json).
 
+With --teacher DIR it then pretrains a tiny generalist teacher on the whole dataset (reward-free,
+teacher.pretrain with model=tiny, the quick preset's model) into DIR/teacher.pt, once: a finished
+teacher is reused, an interrupted one resumes.
+
 Both stages are `python -m teacher.collect` runs: rerunning the command (also after a kill) collects
 only the missing episodes. ROOT/build.json records the commands, the build time (summed over resumed
 runs), the size on disk and the experts' success per task and sigma (success at any step and at the
@@ -42,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dmc-episodes", type=int, default=6, help="random episodes per DMC task")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher", help="also pretrain a tiny generalist teacher into this folder (cached)")
+    p.add_argument("--pretrain-steps", type=int, default=1500, help="teacher updates (batch 16 x 32)")
+    p.add_argument("--max-action-dim", type=int, default=12, help="as transfer.run's max_action_dim")
     p.add_argument("--report", action="store_true", help="print build.json's tables; collect nothing")
     return p.parse_args(argv)
 
@@ -124,7 +131,23 @@ def main(argv=None) -> dict:
                 dmc_convention=dmc_env.get("convention", "dmc"))
     record.write_text(json.dumps(info, indent=1))
     print(summary(info) + "\n\n" + table(info), file=sys.stderr)
+    if args.teacher:
+        info["teacher"] = str(pretrain(root, pathlib.Path(args.teacher), args.pretrain_steps, args.max_action_dim))
     return info
+
+
+def pretrain(root: pathlib.Path, run: pathlib.Path, steps: int, max_action_dim: int) -> pathlib.Path:
+    """A tiny generalist teacher on the whole dataset, built once (run/teacher.pt)."""
+    from teacher.default import compose_pretrain, finished
+    from teacher.pretrain import Pretrainer
+    teacher = run / "teacher.pt"
+    if finished(teacher, steps) is None:
+        cfg = compose_pretrain([f"dataset={root.resolve()}", f"run_dir={run}", "kind=generalist", "model=tiny",
+                                f"steps={steps}", "batch_size=16", "batch_length=32", f"max_action_dim={max_action_dim}",
+                                f"eval_every={max(steps // 5, 1)}", "workers=0", "device=auto", "logger.wandb=disabled"])
+        Pretrainer(cfg, run).run()
+    print(f"teacher: {teacher}", file=sys.stderr)
+    return teacher
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@ def test_builds_records_and_resumes(tmp_path, capsys):
     assert all(r["length"] == 101 and "success_final" in r for r in mw)   # 200 frames, action repeat 2
     recorded = json.loads((tmp_path / "build.json").read_text())
     assert recorded["commands"]["metaworld"][0] == "python -m teacher.collect"
-    again = main(argv)                                  # resumed: nothing new is collected
+    again = main([*argv, "--teacher", str(tmp_path / "teacher"), "--pretrain-steps", "2"])  # nothing new collected
     assert again["trajectories"] == 5 and again["seconds"] >= info["seconds"]
+    from teacher.model import read_teacher
+    teacher = read_teacher(again["teacher"])             # pretrained once on the whole dataset
+    assert teacher["step"] == 2 and teacher["kind"] == "generalist"
     capsys.readouterr()
     main(["--dataset", str(tmp_path), "--report"])
     out = capsys.readouterr().out

@@ -55,6 +55,10 @@ def test_plan_is_seed_major_with_variables(small, tmp_path):
     # --seeds-scale: seeds x scale, rounded, at least 1
     assert [m["seeds"] for m in sweep.load_sweep(small, seeds_scale=2)["methods"].values()] == [4, 2, 6]
     assert [m["seeds"] for m in sweep.load_sweep(small, seeds_scale=0.1)["methods"].values()] == [1, 1, 1]
+    # --methods: a subset of the labels, in the file's order; an unknown label fails clearly
+    assert list(sweep.load_sweep(small, only=["finetune", "dreamer"])["methods"]) == ["dreamer", "finetune"]
+    with pytest.raises(ValueError, match="not in"):
+        sweep.load_sweep(small, only=["nope"])
 
 
 @pytest.mark.parametrize("change, message", [

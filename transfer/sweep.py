@@ -1,6 +1,6 @@
 """Run a comparison, methods x tasks x seeds, and write its report:
 
-    python -m transfer.sweep SWEEP.yaml [--tasks T1 T2 ...] [--seeds-scale X] [--set NAME=VALUE ...]
+    python -m transfer.sweep SWEEP.yaml [--tasks T1 T2 ...] [--methods L1 L2 ...] [--seeds-scale X] [--set NAME=VALUE ...]
         [--jobs N] [--root runs/sweeps] [--out DIR] [--metric auto|return|success] [--dry-run]
         [--no-diagnose] [-- HYDRA_OVERRIDE ...]
 
@@ -99,8 +99,8 @@ def check_overrides(overrides: list[str], where: str):
                              f"(tasks: / --tasks, seeds:, --root)")
 
 
-def load_sweep(path, tasks=None, set_vars=(), seeds_scale: float = 1.0, extra=()) -> dict:
-    """The sweep file, checked, with --tasks / --set / --seeds-scale applied and variables substituted:
+def load_sweep(path, tasks=None, set_vars=(), seeds_scale: float = 1.0, extra=(), only=None) -> dict:
+    """The sweep file, checked, with --tasks / --methods / --set / --seeds-scale applied and variables substituted:
     {name, tasks, methods: {label: {seeds, overrides (common + own + extra)}}}."""
     path = pathlib.Path(path)
     spec = yaml.safe_load(path.read_text()) or {}
@@ -123,6 +123,11 @@ def load_sweep(path, tasks=None, set_vars=(), seeds_scale: float = 1.0, extra=()
     methods = spec.get("methods") or {}
     if not isinstance(methods, dict) or not methods:
         raise ValueError(f"{path}: methods: must map each label to {{seeds: N, overrides: [...]}}")
+    if only:
+        missing = [m for m in only if m not in methods]
+        if missing:
+            raise ValueError(f"--methods {missing}: not in {path}; its labels are {list(methods)}")
+        methods = {k: v for k, v in methods.items() if k in only}
     common = [substitute(x, variables) for x in spec.get("common") or []]
     extra = [substitute(x, variables) for x in extra]
     check_overrides(common, f"{path} common")
@@ -275,6 +280,7 @@ def main(argv=None) -> int:
                                      epilog="Everything after -- is passed to every run as Hydra overrides.")
     parser.add_argument("sweep", help="sweep file (see configs/sweep/)")
     parser.add_argument("--tasks", nargs="+", help="replaces the sweep file's task list")
+    parser.add_argument("--methods", nargs="+", help="run only these method labels of the sweep file")
     parser.add_argument("--seeds-scale", type=float, default=1.0, help="seeds per method x this (at least 1)")
     parser.add_argument("--set", dest="set_vars", action="append", default=[], metavar="NAME=VALUE",
                         help="set a sweep variable (repeatable)")
@@ -288,7 +294,7 @@ def main(argv=None) -> int:
     if args.seeds_scale <= 0:
         parser.error("--seeds-scale must be positive")
     try:
-        sweep = load_sweep(args.sweep, args.tasks, args.set_vars, args.seeds_scale, extra)
+        sweep = load_sweep(args.sweep, args.tasks, args.set_vars, args.seeds_scale, extra, args.methods)
     except (OSError, ValueError, yaml.YAMLError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

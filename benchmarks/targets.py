@@ -49,13 +49,11 @@ def random_success(suite: str, task: str, episodes: int, seed: int = 0) -> dict:
 
 
 def experts(dataset, task: str) -> dict:
+    from teacher.noncurated import expert_success
     rows = [r for r in dataset.meta if r["task"] == task]
-    by_sigma = {}
-    for r in rows:
-        by_sigma.setdefault(f"{float(r.get('noise') or 0):g}", []).append(r)
+    by_sigma = expert_success(rows).get(task, {})  # {sigma: [success any step, at the last step, episodes]}
     return {"dataset_episodes": len(rows),
-            "expert_success_by_sigma": {s: round(float(np.mean([r.get("success_final", 0) for r in rs])), 2)
-                                        for s, rs in sorted(by_sigma.items(), key=lambda kv: float(kv[0]))}}
+            "expert_success_by_sigma": {s: round(v[1], 2) for s, v in sorted(by_sigma.items(), key=lambda kv: float(kv[0]))}}
 
 
 def bc_alone(dataset, suite: str, task: str, steps: int, episodes: int, seed: int = 0) -> dict:

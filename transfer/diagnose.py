@@ -35,11 +35,10 @@ from transfer.loop import EpisodeStats
 MAX_FIT_EPISODES = 10   # successful target episodes filtered for the reward fit
 
 
-def run_config(run: pathlib.Path) -> dict:
-    """The run's final composed config (the checkpoint's: it holds the teacher's architecture)."""
-    ckpt = run / "checkpoint.pt"
-    if ckpt.exists():
-        return checkpoint.load(ckpt)["config"]
+def run_config(run: pathlib.Path, state: dict | None) -> dict:
+    """The run's final composed config: the checkpoint's (it holds the teacher's architecture), else Hydra's."""
+    if state is not None:
+        return state["config"]
     return OmegaConf.to_container(OmegaConf.load(run / "hydra" / "config.yaml"), resolve=True)
 
 
@@ -103,10 +102,10 @@ def bc_alone(run: pathlib.Path, cfg: dict, episodes: int) -> dict:
     return prior_alone(policy, cfg, episodes)
 
 
-def reward_fit(run: pathlib.Path, cfg: dict, dataset) -> dict:
-    """The run's reward head on the target task's successful offline episodes (rewards recorded)."""
-    ckpt = run / "checkpoint.pt"
-    if dataset is None or not ckpt.exists():
+def reward_fit(state: dict | None, cfg: dict, dataset) -> dict:
+    """The run's reward head (from its checkpoint `state`) on the target task's successful offline
+    episodes (rewards recorded)."""
+    if dataset is None or state is None:
         return {}
     rows = [i for i in target_rows(dataset, cfg) if dataset.meta[i].get("success") and dataset.meta[i].get("has_reward")]
     rows = sorted(rows, key=lambda i: -dataset.meta[i].get("episode_return", 0.0))[:MAX_FIT_EPISODES]
@@ -116,9 +115,9 @@ def reward_fit(run: pathlib.Path, cfg: dict, dataset) -> dict:
     mask = np.zeros(a, np.float32)
     mask[: dataset.meta[rows[0]]["action_dim"]] = 1
     agent = Agent({"image": (cfg["env"]["image_size"],) * 2 + (3,)}, mask, OmegaConf.create(cfg["model"]), torch.device("cpu"))
-    state = checkpoint.load(ckpt)["agent"]["model"]
+    weights = state["agent"]["model"]
     keep = ("encoder", "rssm", "decoder", "reward", "cont")  # the world model only (vid2act's actor is wider)
-    agent.load_state_dict({k: v for k, v in state.items() if k.startswith("wm.") and k.split(".")[1] in keep},
+    agent.load_state_dict({k: v for k, v in weights.items() if k.startswith("wm.") and k.split(".")[1] in keep},
                           strict=False)
     real, pred = [], []
     for i in rows:
@@ -162,12 +161,14 @@ def from_metrics(run: pathlib.Path) -> dict:
 def diagnose(run_dir, dataset: str | None = None, episodes: int = 10) -> dict:
     from teacher.dataset import OfflineDataset
     run = pathlib.Path(run_dir)
-    cfg = run_config(run)
+    ckpt = run / "checkpoint.pt"
+    state = checkpoint.load(ckpt) if ckpt.exists() else None  # read once: config and world-model weights
+    cfg = run_config(run, state)
     root = dataset_root(cfg, dataset)
     data = OfflineDataset(root, max_action_dim=cfg["max_action_dim"]) if root else None
     out = {"dataset": str(root) if root else None}
     for part in (retrieval_purity(run, cfg, data), from_metrics(run), bc_alone(run, cfg, episodes),
-                 reward_fit(run, cfg, data)):
+                 reward_fit(state, cfg, data)):
         out.update(part)
     (run / "diagnostics.json").write_text(json.dumps(out, indent=1))
     return out

@@ -27,25 +27,20 @@ import torch
 from envs import env_fns
 from envs.list import suite_config
 from envs.workers import EnvPool
-from transfer.loop import EpisodeStats
+from envs.episodes import run_episodes, summarize
 
 A = 12
 
 
 def random_success(suite: str, task: str, episodes: int, seed: int = 0) -> dict:
     cfg = suite_config(suite)
-    rng, finished = np.random.default_rng(seed), []
+    rng = np.random.default_rng(seed)
     with EnvPool(env_fns(cfg, task, seed + 30_000, A, 2)) as pool:
         n, mask = pool.num_envs, pool.specs[0].action_mask
-        stats = EpisodeStats(n)
-        obs = pool.step(np.zeros((n, A), np.float32))
-        while len(finished) < episodes:
-            finished += stats.update(obs)
-            obs = pool.step((rng.uniform(-1, 1, (n, A)) * mask).astype(np.float32))
-    finished = finished[:episodes]
-    return {"random_success": float(np.mean([e["success_final"] for e in finished])),
-            "random_success_any": float(np.mean([e["success"] for e in finished])),
-            "random_return": float(np.mean([e["ret"] for e in finished])), "random_episodes": len(finished)}
+        finished = run_episodes(pool, lambda obs: (rng.uniform(-1, 1, (n, A)) * mask).astype(np.float32), episodes, A)
+    s = summarize(finished, "")
+    return {"random_success": s["success_final"], "random_success_any": s["success"],
+            "random_return": s["return"], "random_episodes": s["episodes"]}
 
 
 def experts(dataset, task: str) -> dict:

@@ -30,7 +30,7 @@ from core import checkpoint
 from core.agent import Agent
 from envs import env_fns
 from envs.workers import EnvPool
-from transfer.loop import EpisodeStats
+from envs.episodes import run_episodes, summarize
 
 MAX_FIT_EPISODES = 10   # successful target episodes filtered for the reward fit
 
@@ -75,20 +75,15 @@ def prior_alone(policy, cfg: dict, episodes: int) -> dict:
     """The BC prior acting for whole episodes on evaluation envs (seeds apart from training's)."""
     from student.guidance import GuidanceSchedule, GuidedActing
     fns = env_fns(cfg["env"], cfg["task"], cfg["seed"] + 20_000, cfg["max_action_dim"], min(episodes, 2))
-    finished = []
+    a = cfg["max_action_dim"]
     with EnvPool(fns, parallel=True) as pool:
         n, spec = pool.num_envs, pool.specs[0]
         guide = GuidedActing(policy, GuidanceSchedule(1.0, 1.0, 0, spec.episode_length, warmup=1 << 62), n)
-        rng, stats = np.random.default_rng(0), EpisodeStats(n)
-        obs = pool.step(np.zeros((n, cfg["max_action_dim"]), np.float32))
-        while len(finished) < episodes:
-            finished += stats.update(obs)
-            action, _ = guide.apply(obs, np.zeros((n, cfg["max_action_dim"]), np.float32), 0, rng)
-            obs = pool.step(action)
-    finished = finished[:episodes]
-    return {"bc_alone_success": float(np.mean([e["success_final"] for e in finished])),
-            "bc_alone_success_any": float(np.mean([e["success"] for e in finished])),
-            "bc_alone_return": float(np.mean([e["ret"] for e in finished])), "bc_alone_episodes": len(finished)}
+        rng = np.random.default_rng(0)
+        finished = run_episodes(pool, lambda obs: guide.apply(obs, np.zeros((n, a), np.float32), 0, rng)[0], episodes, a)
+    s = summarize(finished, "")
+    return {"bc_alone_success": s["success_final"], "bc_alone_success_any": s["success"],
+            "bc_alone_return": s["return"], "bc_alone_episodes": s["episodes"]}
 
 
 def bc_alone(run: pathlib.Path, cfg: dict, episodes: int) -> dict:
@@ -100,6 +95,22 @@ def bc_alone(run: pathlib.Path, cfg: dict, episodes: int) -> dict:
     policy = BCPolicy(state["action_mask"].numpy(), image_size=cfg["env"]["image_size"])
     policy.load_state_dict(state)
     return prior_alone(policy, cfg, episodes)
+
+
+def world_model_agent(state: dict, cfg: dict, mask: np.ndarray) -> Agent:
+    """A CPU Agent holding only the world model of a run's checkpoint `state` (vid2act's actor is wider)."""
+    agent = Agent({"image": (cfg["env"]["image_size"],) * 2 + (3,)}, mask, OmegaConf.create(cfg["model"]), torch.device("cpu"))
+    keep = ("encoder", "rssm", "decoder", "reward", "cont")
+    agent.load_state_dict({k: v for k, v in state["agent"]["model"].items()
+                           if k.startswith("wm.") and k.split(".")[1] in keep}, strict=False)
+    return agent
+
+
+@torch.no_grad()
+def predicted_rewards(agent: Agent, batch: dict) -> np.ndarray:
+    """batch of image (B, L, H, W, C), action (B, L, A), is_first (B, L) -> the reward head's (B, L)."""
+    post, _ = agent.wm.observe(batch)
+    return agent.wm.predict_reward(agent.wm.rssm.feat(post)).float().numpy()
 
 
 def reward_fit(state: dict | None, cfg: dict, dataset) -> dict:
@@ -114,11 +125,7 @@ def reward_fit(state: dict | None, cfg: dict, dataset) -> dict:
     a = int(cfg["max_action_dim"])
     mask = np.zeros(a, np.float32)
     mask[: dataset.meta[rows[0]]["action_dim"]] = 1
-    agent = Agent({"image": (cfg["env"]["image_size"],) * 2 + (3,)}, mask, OmegaConf.create(cfg["model"]), torch.device("cpu"))
-    weights = state["agent"]["model"]
-    keep = ("encoder", "rssm", "decoder", "reward", "cont")  # the world model only (vid2act's actor is wider)
-    agent.load_state_dict({k: v for k, v in weights.items() if k.startswith("wm.") and k.split(".")[1] in keep},
-                          strict=False)
+    agent = world_model_agent(state, cfg, mask)
     real, pred = [], []
     for i in rows:
         traj = dataset.read(i, with_reward=True)
@@ -128,9 +135,7 @@ def reward_fit(state: dict | None, cfg: dict, dataset) -> dict:
         is_first[0] = True
         batch = {"image": torch.as_tensor(traj["image"][None]), "action": torch.as_tensor(action[None]),
                  "is_first": torch.as_tensor(is_first[None])}        # (1, L, ...)
-        with torch.no_grad():
-            post, _ = agent.wm.observe(batch)
-            p = agent.wm.predict_reward(agent.wm.rssm.feat(post))[0, 1:].float().numpy()  # (L-1,)
+        p = predicted_rewards(agent, batch)[0, 1:]                        # (L-1,)
         real.append(traj["reward"][1:]), pred.append(p)
     r, p = np.concatenate(real), np.concatenate(pred)
     r2 = 1.0 - float(((r - p) ** 2).mean() / max(r.var(), 1e-12))

@@ -20,34 +20,11 @@ from core.agent import Agent
 from core.logger import Logger
 from core.replay import Replay
 from envs import REPLAY_KEYS, env_fns
+from envs.episodes import EpisodeStats, run_episodes, summarize  # noqa: F401 (EpisodeStats: re-exported)
 from envs.workers import EnvPool
 from transfer.components import component
 
 log = logging.getLogger(__name__)
-
-
-class EpisodeStats:
-    """Per-env running episode statistics; `update` returns the finished episodes' summaries:
-    return, length, success (at ANY step) and success_final (at the LAST step), from log_success."""
-
-    def __init__(self, n: int):
-        self.ret, self.length = np.zeros(n), np.zeros(n, np.int64)
-        self.success = np.zeros(n, bool)
-
-    def update(self, obs: list[dict]) -> list[dict]:
-        done = []
-        for i, o in enumerate(obs):
-            if o["is_first"]:
-                self.ret[i], self.length[i], self.success[i] = 0.0, 0, False
-                continue
-            self.ret[i] += o["reward"]
-            self.length[i] += 1
-            now = bool(o.get("log_success", False))
-            self.success[i] |= now
-            if o["is_last"]:
-                done.append(dict(env=i, ret=float(self.ret[i]), length=int(self.length[i]),
-                                 success=float(self.success[i]), success_final=float(now)))
-        return done
 
 
 def resolve_device(name: str) -> torch.device:
@@ -229,20 +206,15 @@ class Trainer:
         """Deterministic policy (actor mean) on separate eval envs. Returns mean return, success at
         any step and success at the final step (Meta-World's score) over `episodes` episodes."""
         with EnvPool(self.eval_fns, self.cfg.trainer.parallel) as pool:
-            n, finished = pool.num_envs, []
-            obs = pool.step(np.zeros((n, self.cfg.max_action_dim), np.float32))
-            state, stats = self.agent.initial_state(n), EpisodeStats(n)
-            while len(finished) < episodes:
+            state = self.agent.initial_state(pool.num_envs)
+
+            def act(obs):
+                nonlocal state
                 batch_obs = {k: np.stack([o[k] for o in obs]) for k in ("image", "is_first")}
                 action, state = self.agent.policy(batch_obs, state, explore=False)
-                finished += stats.update(obs)
-                obs = pool.step(action)
-        finished = finished[:episodes]
-        returns = [ep["ret"] for ep in finished]
-        result = {"eval/return": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
-                  "eval/success": float(np.mean([ep["success"] for ep in finished])),
-                  "eval/success_final": float(np.mean([ep["success_final"] for ep in finished])),
-                  "eval/episodes": len(finished)}
+                return action
+            finished = run_episodes(pool, act, episodes, self.cfg.max_action_dim)
+        result = summarize(finished, "eval/")
         if final:
             result = {k.replace("eval/", "final/"): v for k, v in result.items()}
         self.logger.write(self.step, result)

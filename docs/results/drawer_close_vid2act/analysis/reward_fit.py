@@ -17,26 +17,20 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4]))
 from core import checkpoint  # noqa: E402
-from core.agent import Agent  # noqa: E402
+from transfer.diagnose import predicted_rewards, world_model_agent  # noqa: E402
 
 
 def rewards(agent, episodes):
     """(real, predicted) rewards of whole episodes, flattened."""
     b = {k: torch.as_tensor(np.stack([e[k][:100] for e in episodes])) for k in ("image", "action", "reward", "is_first")}
-    with torch.no_grad():
-        post, _ = agent.wm.observe(b)
-        pred = agent.wm.predict_reward(agent.wm.rssm.feat(post))
-    return b["reward"].float().flatten().numpy(), pred.flatten().numpy()
+    return b["reward"].float().flatten().numpy(), predicted_rewards(agent, b).flatten()
 
 
 def main(run: str) -> dict:
-    cfg = OmegaConf.load(f"{run}/hydra/config.yaml")
-    mask = np.zeros(cfg.max_action_dim, np.float32)
+    cfg = OmegaConf.to_container(OmegaConf.load(f"{run}/hydra/config.yaml"))
+    mask = np.zeros(cfg["max_action_dim"], np.float32)
     mask[:4] = 1
-    agent = Agent({"image": (64, 64, 3)}, mask, cfg.model, torch.device("cpu"))
-    state = checkpoint.load(f"{run}/checkpoint.pt")["agent"]["model"]
-    keep = ("encoder", "rssm", "decoder", "reward", "cont")  # the world model only: vid2act's actor is wider
-    agent.load_state_dict({k: v for k, v in state.items() if k.startswith("wm.") and k.split(".")[1] in keep}, strict=False)
+    agent = world_model_agent(checkpoint.load(f"{run}/checkpoint.pt"), cfg, mask)
     episodes = [dict(np.load(f)) for f in sorted(glob.glob(f"{run}/replay/*.npz"))]
     episodes = [e for e in episodes if e["image"].shape[0] >= 100]
     torch.manual_seed(0)

@@ -2,12 +2,13 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from conftest import collect_random, compose, pretrain_cfg
 from teacher.collect import main as collect
 from teacher.pretrain import Pretrainer
-from transfer.diagnose import diagnose
+from transfer.diagnose import diagnose, policy_fit
 from transfer.loop import Trainer
 
 FAST = ["preset=quick", "trainer.warmup=40", "trainer.batch_size=4", "trainer.batch_length=8", "trainer.train_ratio=32",
@@ -47,3 +48,15 @@ def test_diagnose_a_gsa_run(gsa_run):
     assert out["guided_fraction_first"] == 1.0 and 0.0 <= out["guided_fraction_last"] <= 1.0
     assert out["reward_fit_episodes"] == 3 and math.isfinite(out["reward_fit_r2"])
     assert out["reward_fit_real_return"] > 0 and math.isfinite(out["reward_fit_pred_return"])
+    assert out["policy_expert_mse"] >= 0 and 0.0 <= out["policy_expert_sign"] <= 1.0   # the run's actor was loaded
+    assert len(out["policy_action_mean"]) == len(out["expert_action_mean"]) == 4        # reach: 4 native dims
+    assert all(-1.0 <= x <= 1.0 for x in out["policy_action_mean"])
+    assert math.isfinite(out["policy_imagined_return"]) and math.isfinite(out["policy_final_return"])
+
+
+def test_policy_fit_compares_native_dims_where_the_expert_moves():
+    expert = [np.array([[0.5, -0.05, 2.0, 0.0], [-0.5, 0.3, -0.2, 0.0]])]     # 2.0 is clipped to 1
+    same = policy_fit([np.clip(expert[0], -1, 1)], expert, 3)
+    assert same["policy_expert_mse"] == 0.0 and same["policy_expert_sign"] == 1.0
+    flipped = policy_fit([-np.clip(expert[0], -1, 1)], expert, 3)
+    assert flipped["policy_expert_sign"] == 0.0 and flipped["expert_action_mean"] == [0.0, 0.125, 0.4]

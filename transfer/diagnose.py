@@ -10,6 +10,10 @@
 - the reward head on successful episodes: the target task's successful episodes in the offline dataset
   (recorded rewards; the world model never saw them) filtered by the run's world model: R^2 and
   correlation of predicted against real per-step rewards, and the mean predicted against real return;
+- the learned actor on the same episodes (runs whose actor acts on world-model features alone): its
+  deterministic actions on the experts' states against the experts' (MSE, sign agreement, mean per
+  dim), and the return the world model predicts for it from their first frames (policy_imagined_return;
+  far above the real final return = the actor exploits errors of the model);
 - domain weights (vid2act, hybrid): the source with the highest weight over the last quarter of logs.
 
 The dataset is --dataset, else the run's `diagnostics.dataset`, else `method.dataset`, else the one its
@@ -107,15 +111,55 @@ def world_model_agent(state: dict, cfg: dict, mask: np.ndarray) -> Agent:
 
 
 @torch.no_grad()
-def predicted_rewards(agent: Agent, batch: dict) -> np.ndarray:
-    """batch of image (B, L, H, W, C), action (B, L, A), is_first (B, L) -> the reward head's (B, L)."""
+def predicted_rewards(agent: Agent, batch: dict, policy: bool = False):
+    """batch of image (B, L, H, W, C), action (B, L, A), is_first (B, L) -> the reward head's (B, L);
+    policy=True: also the actor's deterministic action (B, L, A) on the same posterior states."""
     post, _ = agent.wm.observe(batch)
-    return agent.wm.predict_reward(agent.wm.rssm.feat(post)).float().numpy()
+    feat = agent.wm.rssm.feat(post)                                     # (B, L, F)
+    reward = agent.wm.predict_reward(feat).float().numpy()
+    if not policy:
+        return reward
+    return reward, agent.ac.actor.mode(agent.ac.actor(feat)[0]).float().numpy()
+
+
+def load_actor(agent: Agent, state: dict) -> bool:
+    """Load the run's actor into `agent` when it acts on the world-model features alone (not vid2act's)."""
+    weights = {k[len("ac.actor."):]: v for k, v in state["agent"]["model"].items() if k.startswith("ac.actor.")}
+    own = agent.ac.actor.state_dict()
+    if not weights or any(k not in weights or weights[k].shape != v.shape for k, v in own.items()):
+        return False
+    agent.ac.actor.load_state_dict(weights)
+    return True
+
+
+@torch.no_grad()
+def imagined_policy_return(agent: Agent, first: dict, steps: int, samples: int = 8) -> float:
+    """The return the world model predicts for the actor's deterministic policy from a first frame
+    (`first`: a batch with B=1, L=1), imagining `steps` steps with the actor acting on imagined states;
+    mean over `samples` imagined rollouts (the latents are sampled)."""
+    post, _ = agent.wm.observe({k: v.expand(samples, *v.shape[1:]) for k, v in first.items()})
+    state, total = {k: v[:, -1] for k, v in post.items()}, torch.zeros(samples)
+    for _ in range(steps):
+        action = agent.ac.actor.mode(agent.ac.actor(agent.wm.rssm.feat(state))[0])  # (S, A)
+        state = agent.wm.rssm.img_step(state, action)
+        total += agent.wm.predict_reward(agent.wm.rssm.feat(state)).float()      # (S,)
+    return float(total.mean())
+
+
+def policy_fit(policy: list, expert: list, dims: int) -> dict:
+    """The learned actor's deterministic actions against the experts' on the experts' own states,
+    native dims only: MSE, agreement of signs where the expert moves (|a| > 0.1), and mean actions."""
+    pol, exp = np.concatenate(policy)[:, :dims], np.clip(np.concatenate(expert)[:, :dims], -1, 1)  # (T, D)
+    moving = np.abs(exp) > 0.1
+    return {"policy_expert_mse": float(((pol - exp) ** 2).mean()),
+            "policy_expert_sign": float((np.sign(pol) == np.sign(exp))[moving].mean()) if moving.any() else None,
+            "policy_action_mean": [round(float(x), 3) for x in pol.mean(0)],
+            "expert_action_mean": [round(float(x), 3) for x in exp.mean(0)]}
 
 
 def reward_fit(state: dict | None, cfg: dict, dataset) -> dict:
     """The run's reward head (from its checkpoint `state`) on the target task's successful offline
-    episodes (rewards recorded)."""
+    episodes (rewards recorded), and its actor's actions on the same states against the experts'."""
     if dataset is None or state is None:
         return {}
     rows = [i for i in target_rows(dataset, cfg) if dataset.meta[i].get("success") and dataset.meta[i].get("has_reward")]
@@ -126,7 +170,8 @@ def reward_fit(state: dict | None, cfg: dict, dataset) -> dict:
     mask = np.zeros(a, np.float32)
     mask[: dataset.meta[rows[0]]["action_dim"]] = 1
     agent = world_model_agent(state, cfg, mask)
-    real, pred = [], []
+    with_actor = load_actor(agent, state)
+    real, pred, acts, expert, imagined = [], [], [], [], []
     for i in rows:
         traj = dataset.read(i, with_reward=True)
         action = np.zeros((len(traj["action"]), a), np.float32)
@@ -135,20 +180,29 @@ def reward_fit(state: dict | None, cfg: dict, dataset) -> dict:
         is_first[0] = True
         batch = {"image": torch.as_tensor(traj["image"][None]), "action": torch.as_tensor(action[None]),
                  "is_first": torch.as_tensor(is_first[None])}        # (1, L, ...)
-        p = predicted_rewards(agent, batch)[0, 1:]                        # (L-1,)
+        out = predicted_rewards(agent, batch, policy=with_actor)
+        p = (out[0] if with_actor else out)[0, 1:]                       # (L-1,)
         real.append(traj["reward"][1:]), pred.append(p)
+        if with_actor:  # the action taken AFTER observing frame t is action[t + 1] (first row zero)
+            acts.append(out[1][0, :-1]), expert.append(action[1:])
+            imagined.append(imagined_policy_return(agent, {k: v[:, :1] for k, v in batch.items()}, len(action) - 1))
     r, p = np.concatenate(real), np.concatenate(pred)
     r2 = 1.0 - float(((r - p) ** 2).mean() / max(r.var(), 1e-12))
     corr = float(np.corrcoef(r, p)[0, 1]) if r.std() > 0 and p.std() > 0 else None
     return {"reward_fit_episodes": len(rows), "reward_fit_r2": r2, "reward_fit_corr": corr,
             "reward_fit_pred_return": float(np.mean([x.sum() for x in pred])),
-            "reward_fit_real_return": float(np.mean([x.sum() for x in real]))}
+            "reward_fit_real_return": float(np.mean([x.sum() for x in real])),
+            **(policy_fit(acts, expert, int(mask.sum())) if with_actor else {}),
+            **({"policy_imagined_return": float(np.mean(imagined))} if with_actor else {})}
 
 
 def from_metrics(run: pathlib.Path) -> dict:
     path = run / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     out = {}
+    final = [r["final/return"] for r in rows if "final/return" in r]
+    if final:
+        out["policy_final_return"] = final[-1]  # real, to set against policy_imagined_return
     guided = [r["guidance/fraction"] for r in rows if "guidance/fraction" in r]
     if guided:
         out.update(guided_fraction_first=guided[0], guided_fraction_last=guided[-1],

@@ -24,6 +24,10 @@ KNOWN = [
     "guided_fraction_first", "guided_fraction_last", "guided_fraction_total",
     # the reward head on the target's successful offline episodes
     "reward_fit_episodes", "reward_fit_r2", "reward_fit_corr", "reward_fit_pred_return", "reward_fit_real_return",
+    # the learned actor's deterministic actions on the same expert states: MSE, sign agreement, mean actions
+    "policy_expert_mse", "policy_expert_sign", "policy_action_mean", "expert_action_mean",
+    # the return the world model imagines for the actor from the target's first frames, and its real final return
+    "policy_imagined_return", "policy_final_return",
     # distillation domain weights: the top source over the last quarter of logs
     "weight_top", "weight_top_value",
     "dataset",

@@ -298,6 +298,9 @@ def plot_curves(groups, metric: str, out: pathlib.Path, published: str | None = 
             color = f"C{i}"
             ax.plot(steps, mean, color=color, marker="o", ms=3, label=f"{method} (n={len(runs)})")
             ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
+            finals = [(v, st) for v, st, done in (run.score(name) for run in runs) if done and v is not None]
+            if finals:  # the final evaluation (more episodes than the curve's): mean over finished seeds
+                ax.plot([max(st for _, st in finals)], [np.mean([v for v, _ in finals])], color=color, marker="*", ms=12, ls="none")
         if published:
             row, paper_metric, numbers = pub.lookup(published, suite, task)
             for j, col in enumerate(c for c in ("GSA@150k", "DreamerV3@150k") if numbers.get(c) is not None):
@@ -305,7 +308,7 @@ def plot_curves(groups, metric: str, out: pathlib.Path, published: str | None = 
                     ax.axhline(numbers[col], color="k", ls=("--", ":")[j], lw=1, label=f"{published} paper: {col}")
         ax.set_xlabel("env steps (frames)")
         ax.set_ylabel(LABELS[name])
-        ax.set_title(f"{suite} {task} (mean over seeds, band: min-max)", fontsize=10)
+        ax.set_title(f"{suite} {task} (seed mean, min-max band; star: final eval)", fontsize=10)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)

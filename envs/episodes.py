@@ -38,12 +38,11 @@ def run_episodes(pool, act: Callable[[list[dict]], np.ndarray], episodes: int, a
     n, finished = pool.num_envs, []
     stats = EpisodeStats(n)
     obs = pool.step(np.zeros((n, action_dim), np.float32))
-    while len(finished) < episodes:
+    while True:
         finished += stats.update(obs)
         if len(finished) >= episodes:
-            break
+            return finished[:episodes]
         obs = pool.step(act(obs))
-    return finished[:episodes]
 
 
 def summarize(finished: list[dict], prefix: str) -> dict:

@@ -111,15 +111,16 @@ def world_model_agent(state: dict, cfg: dict, mask: np.ndarray) -> Agent:
 
 
 @torch.no_grad()
-def predicted_rewards(agent: Agent, batch: dict, policy: bool = False):
-    """batch of image (B, L, H, W, C), action (B, L, A), is_first (B, L) -> the reward head's (B, L);
-    policy=True: also the actor's deterministic action (B, L, A) on the same posterior states."""
+def posterior_feat(agent: Agent, batch: dict) -> torch.Tensor:
+    """batch of image (B, L, H, W, C), action (B, L, A), is_first (B, L) -> posterior features (B, L, F)."""
     post, _ = agent.wm.observe(batch)
-    feat = agent.wm.rssm.feat(post)                                     # (B, L, F)
-    reward = agent.wm.predict_reward(feat).float().numpy()
-    if not policy:
-        return reward
-    return reward, agent.ac.actor.mode(agent.ac.actor(feat)[0]).float().numpy()
+    return agent.wm.rssm.feat(post)
+
+
+@torch.no_grad()
+def predicted_rewards(agent: Agent, batch: dict) -> np.ndarray:
+    """The reward head on a batch's posterior states: (B, L)."""
+    return agent.wm.predict_reward(posterior_feat(agent, batch)).float().numpy()
 
 
 def load_actor(agent: Agent, state: dict) -> bool:
@@ -180,12 +181,13 @@ def reward_fit(state: dict | None, cfg: dict, dataset) -> dict:
         is_first[0] = True
         batch = {"image": torch.as_tensor(traj["image"][None]), "action": torch.as_tensor(action[None]),
                  "is_first": torch.as_tensor(is_first[None])}        # (1, L, ...)
-        out = predicted_rewards(agent, batch, policy=with_actor)
-        p = (out[0] if with_actor else out)[0, 1:]                       # (L-1,)
-        real.append(traj["reward"][1:]), pred.append(p)
-        if with_actor:  # the action taken AFTER observing frame t is action[t + 1] (first row zero)
-            acts.append(out[1][0, :-1]), expert.append(action[1:])
-            imagined.append(imagined_policy_return(agent, {k: v[:, :1] for k, v in batch.items()}, len(action) - 1))
+        feat = posterior_feat(agent, batch)                               # (1, L, F)
+        with torch.no_grad():
+            real.append(traj["reward"][1:]), pred.append(agent.wm.predict_reward(feat)[0, 1:].float().numpy())  # (L-1,)
+            if with_actor:  # the action taken AFTER observing frame t is action[t + 1] (first row zero)
+                acts.append(agent.ac.actor.mode(agent.ac.actor(feat)[0])[0, :-1].float().numpy())
+                expert.append(action[1:])
+                imagined.append(imagined_policy_return(agent, {k: v[:, :1] for k, v in batch.items()}, len(action) - 1))
     r, p = np.concatenate(real), np.concatenate(pred)
     r2 = 1.0 - float(((r - p) ** 2).mean() / max(r.var(), 1e-12))
     corr = float(np.corrcoef(r, p)[0, 1]) if r.std() > 0 and p.std() > 0 else None

@@ -20,7 +20,7 @@ from core.agent import Agent
 from core.logger import Logger
 from core.replay import Replay
 from envs import REPLAY_KEYS, env_fns
-from envs.episodes import EpisodeStats, run_episodes, summarize  # noqa: F401 (EpisodeStats: re-exported)
+from envs.episodes import EpisodeStats, run_episodes, summarize
 from envs.workers import EnvPool
 from transfer.components import component
 

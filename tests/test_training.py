@@ -22,7 +22,7 @@ FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=60", "tra
 
 
 def test_one_training_iteration_on_dmc(tmp_path):
-    cfg = compose(*FAST, "trainer.steps=120", "logger.wandb=offline", f"run_dir={tmp_path}")
+    cfg = compose(*FAST, "trainer.steps=120", "logger.wandb=offline", "trainer.eval_policy=mode", f"run_dir={tmp_path}")
     trainer = Trainer(cfg, tmp_path)
     try:
         before = [p.detach().clone() for p in trainer.agent.parameters()]
@@ -45,6 +45,23 @@ def test_one_training_iteration_on_dmc(tmp_path):
     assert list((tmp_path / "tensorboard").glob("events.*"))
     assert (tmp_path / "wandb").is_dir()
     assert len(list((tmp_path / "replay").glob("*.npz"))) >= 2
+    assert result["final/sampled"] == 0.0
+
+    # evaluated again from its checkpoint with sampled actions (DreamerV3's protocol): a new final row
+    from omegaconf import OmegaConf
+    from transfer.evaluate import main as evaluate_main
+    from transfer.report import read_run
+    (tmp_path / "hydra").mkdir()
+    OmegaConf.save(cfg, tmp_path / "hydra" / "config.yaml")  # as transfer.run's Hydra writes it
+    assert evaluate_main([str(tmp_path), "--policy", "sample", "--episodes", "1"]) == 0
+    finals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if "final/return" in line]
+    assert [(r["step"], r["final/sampled"]) for r in finals] == [(120, 0.0), (120, 1.0)]
+    assert read_run(tmp_path).score("return")[0] == finals[-1]["final/return"]  # the report scores the latest
+
+
+def test_unknown_eval_policy_fails_clearly(tmp_path):
+    with pytest.raises(ValueError, match="trainer.eval_policy='greedy': use one of sample, mode"):
+        Trainer(compose(*FAST, "trainer.eval_policy=greedy"), tmp_path)
 
 
 def run_cli(args, run_dir, **kw):

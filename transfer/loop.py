@@ -25,6 +25,7 @@ from envs.workers import EnvPool
 from transfer.components import component
 
 log = logging.getLogger(__name__)
+EVAL_POLICIES = ("sample", "mode")  # trainer.eval_policy
 
 
 def resolve_device(name: str) -> torch.device:
@@ -41,6 +42,8 @@ class Trainer:
         self.dir = pathlib.Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_path = self.dir / "checkpoint.pt"
+        if t.eval_policy not in EVAL_POLICIES:
+            raise ValueError(f"trainer.eval_policy={t.eval_policy!r}: use one of {', '.join(EVAL_POLICIES)}")
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(cfg.device)
@@ -203,18 +206,20 @@ class Trainer:
         self.logger.write(self.step, mean)
 
     def evaluate(self, episodes: int, final: bool = False) -> dict:
-        """Deterministic policy (actor mean) on separate eval envs. Returns mean return, success at
-        any step and success at the final step (Meta-World's score) over `episodes` episodes."""
+        """The actor on separate eval envs, its actions sampled (trainer.eval_policy=sample, DreamerV3's
+        protocol) or its mean (mode). Returns mean return, success at any step and success at the final
+        step (Meta-World's score) over `episodes` episodes, and `sampled` (1: sampled actions)."""
+        sample = self.cfg.trainer.eval_policy == "sample"
         with EnvPool(self.eval_fns, self.cfg.trainer.parallel) as pool:
             state = self.agent.initial_state(pool.num_envs)
 
             def act(obs):
                 nonlocal state
                 batch_obs = {k: np.stack([o[k] for o in obs]) for k in ("image", "is_first")}
-                action, state = self.agent.policy(batch_obs, state, explore=False)
+                action, state = self.agent.policy(batch_obs, state, explore=sample)
                 return action
             finished = run_episodes(pool, act, episodes, self.cfg.max_action_dim)
-        result = summarize(finished, "eval/")
+        result = {**summarize(finished, "eval/"), "eval/sampled": float(sample)}
         if final:
             result = {k.replace("eval/", "final/"): v for k, v in result.items()}
         self.logger.write(self.step, result)

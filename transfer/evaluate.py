@@ -1,0 +1,52 @@
+"""Evaluate a run's last checkpoint again, e.g. under the other evaluation policy:
+
+    python -m transfer.evaluate RUN_DIR [RUN_DIR ...] [--policy sample|mode] [--episodes 10]
+
+The run is rebuilt from its own config (RUN_DIR/hydra/config.yaml) and resumed from its checkpoint,
+exactly as training would resume, then evaluated for --episodes episodes on the evaluation envs with
+actions sampled from the actor (`sample`, DreamerV3's protocol and trainer.eval_policy's default) or
+its mean (`mode`). The result is appended to RUN_DIR/metrics.jsonl as a `final/*` row at the
+checkpoint's step with `final/sampled` (1: sampled actions), so `transfer.report` scores the run by
+the latest evaluation; the earlier rows stay in the file. Nothing is trained.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+from omegaconf import OmegaConf, open_dict
+
+
+def evaluate_run(run_dir: pathlib.Path, policy: str, episodes: int) -> dict:
+    from transfer.loop import Trainer
+    config = run_dir / "hydra" / "config.yaml"
+    if not (run_dir / "checkpoint.pt").exists() or not config.exists():
+        raise SystemExit(f"{run_dir}: no checkpoint.pt or hydra/config.yaml; give a run directory of transfer.run")
+    cfg = OmegaConf.load(config)
+    with open_dict(cfg):
+        cfg.trainer.eval_policy = policy
+        cfg.logger.wandb = "disabled"  # the run's wandb history is not rewritten
+    trainer = Trainer(cfg, run_dir)
+    try:
+        return trainer.evaluate(episodes, final=True)
+    finally:
+        trainer.close()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m transfer.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--policy", choices=["sample", "mode"], default="sample")
+    p.add_argument("--episodes", type=int, default=10)
+    args = p.parse_args(argv)
+    for run in map(pathlib.Path, args.run_dirs):
+        result = evaluate_run(run, args.policy, args.episodes)
+        print(json.dumps({"run": str(run), **result}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from conftest import ROOT, compose
 from transfer import sweep
 
 FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "trainer.batch_size=2",
@@ -155,3 +156,13 @@ def test_sweep_runs_resumes_and_reports(tmp_path, capsys, monkeypatch):
     assert sweep.main([str(second), *args]) == 1
     out = capsys.readouterr().out
     assert "seed0: started (resuming)" in out and "seed0: FAILED (exit 0 but no final/return row" in out
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "sweep").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_sweeps_compose(path, tmp_path):
+    """Every run of every sweep file in configs/sweep composes with Hydra (a typo fails here, not hours in)."""
+    jobs = sweep.plan(sweep.load_sweep(path), tmp_path)
+    assert jobs
+    for job in jobs:
+        cfg = compose(*[o for o in job.overrides if not o.startswith("run_dir=")])
+        assert cfg.task == job.task and cfg.seed == job.seed

@@ -19,9 +19,8 @@ import numpy as np
 import torch
 
 from core.agent import Agent
-from core.runtime import allocator_settings, tune_malloc
+from core.runtime import allocator_settings, resolve_device, tune_malloc
 from benchmarks.envs import bench_envs, print_table
-from transfer.loop import resolve_device
 
 A = 12
 

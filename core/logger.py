@@ -1,5 +1,6 @@
 """Metrics to every sink at once: JSONL (always), TensorBoard (always), wandb (offline by default),
-plus a live progress bar with steps/s, ETA and the latest return."""
+plus a live progress bar with steps/s, ETA and the latest return; `curves` / `plot` read a run's
+metrics.jsonl back (transfer.plot, teacher.pretrain draw with them)."""
 from __future__ import annotations
 
 import json
@@ -64,3 +65,38 @@ class Logger:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+# ---- curves from a run's metrics.jsonl -----------------------------------------------------------
+def curves(run_dir, keys) -> dict[str, list[tuple[int, float]]]:
+    """{key: [(step, value), ...]} of the given keys in RUN_DIR/metrics.jsonl, in file order."""
+    out: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
+    for line in (pathlib.Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        for key in out:
+            if key in row:
+                out[key].append((row["step"], row[key]))
+    return out
+
+
+def plot(run_dir, keys: dict, name: str, xlabel: str, ylabel: str, log_y: bool = False) -> pathlib.Path:
+    """RUN_DIR/name: one line per key ({key: matplotlib line options}) against the logged step."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key, points in curves(run_dir, keys).items():
+        if points:
+            ax.plot(*zip(*points), label=key, **keys[key])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_title(pathlib.Path(run_dir).name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = pathlib.Path(run_dir) / name
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -12,8 +12,6 @@ import pathlib
 
 import numpy as np
 
-from envs.base import REPLAY_KEYS
-
 
 class Replay:
     def __init__(self, directory, capacity: int, streams: int, image_shape, act_dim: int, seed: int = 0):
@@ -35,7 +33,7 @@ class Replay:
         return int(self.size.sum())
 
     def add(self, stream: int, step: dict):
-        """step: the REPLAY_KEYS of an observation plus 'action' (A,)."""
+        """step: image, reward, is_first, is_last, is_terminal of an observation plus 'action' (A,)."""
         self._put(stream, {k: np.asarray(step[k])[None] for k in self.data})
         self.pending[stream].append({k: step[k] for k in self.data})
         if step["is_last"]:

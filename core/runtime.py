@@ -1,10 +1,20 @@
-"""Process-level settings: allocator tuning and torch.compile of the hot modules."""
+"""Process-level settings: the device, allocator tuning and torch.compile of the hot modules."""
 from __future__ import annotations
 
 import os
 import sys
 
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 32)}
+
+
+def resolve_device(name: str):
+    """torch.device for `device=` (auto: cuda when available, else cpu); a clear error for cuda without CUDA."""
+    import torch
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name} but CUDA is not available here; use device=auto or device=cpu")
+    return torch.device(name)
 
 
 def tune_malloc(module: str):

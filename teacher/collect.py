@@ -2,14 +2,15 @@
 episode to a dataset (teacher/dataset.py DatasetWriter).
 
     python -m teacher.collect --dataset ROOT --suite {dmc,metaworld,driving,carla} --tasks T1 T2 ... | all
-        --policy {expert,random,driver,autopilot,agent,explore} [--noise S1 S2 ...] [--episodes N]
+        --policy {expert,random,driver,autopilot,agent} [--noise S1 S2 ...] [--episodes N]
         [--workers W] [--seed S] [--env-config key=value ...] [--agent-run RUN_DIR]
 
 Examples: Meta-World mixed-quality data (GSA): --suite metaworld --tasks all --policy expert
 --noise 0.1 0.3 0.5 1.0 2.0; clean experts (Vid2Act): --noise 0; DMC agent rollouts (Vid2Act):
 --suite dmc --tasks cheetah_run --policy agent --agent-run runs/dreamer/dmc-cheetah_run-seed0;
 CARLA: --suite carla --tasks town01 town02 town03 --policy autopilot (env config =
-configs/env/carla_source.yaml, needs a server); reward-free exploration: --policy explore (teacher/explore.py).
+configs/env/carla_source.yaml, needs a server). Reward-free exploration agents train through the training
+loop: python -m transfer.explore.
 
 One job = one episode of (task, noise, episode index); its id is "suite/task/policy/noise/seed" with a
 seed derived from --seed, task, noise and the index, so that rerunning the same command (also after a
@@ -59,13 +60,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--env-config", nargs="*", default=[], metavar="KEY=VALUE",
                    help="overrides of configs/env/<suite>.yaml, e.g. episode_frames=200")
     p.add_argument("--agent-run", help="--policy agent: a `python -m transfer.run` run directory")
-    p.add_argument("--run-config", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="--policy explore: transfer.run overrides of the exploration runs, e.g. model=small "
-                        "trainer.train_ratio=512 (default: model=tiny trainer=quick)")
     p.add_argument("--shard-mb", type=float, default=256, help="dataset shard size")
     p.add_argument("--flush-seconds", type=float, default=120,
                    help="write finished episodes to disk at least this often (what a kill can lose)")
     args = p.parse_args(argv)
+    if args.policy == "explore":
+        p.exit(2, "--policy explore trains agents through the training loop: run python -m transfer.explore "
+                  "--dataset ... --tasks ... (--episodes, --seed, --env-config as here)\n")
     if args.episodes < 0 or args.workers < 0:
         p.error("--episodes and --workers must be >= 0")
     return args
@@ -298,10 +299,6 @@ def collect(args) -> list[dict]:
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     with DatasetWriter(args.dataset, shard_mb=args.shard_mb) as writer:
-        if args.policy == "explore":  # reward-free exploration trains agents: its own loop
-            from teacher import explore  # noqa: PLC0415
-            explore.collect(argparse.Namespace(**{**vars(args), "tasks": tasks}), writer)
-            return []
         jobs = make_jobs(args, tasks, policy_cls.label(options))
         done = writer.done_jobs
         todo = [j for j in jobs if j["job"] not in done]

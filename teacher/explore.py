@@ -5,9 +5,8 @@ stochastic state from (feature_t, action_{t+1}); it trains with the world model 
 the actor maximises, in imagination, the ensemble's disagreement (variance across heads, mean over
 dims) instead of the task reward. Rewards are still recorded by the env, but never drive behaviour.
 
-`collect(args, writer)` (python -m teacher.collect --suite dmc --policy explore ...) trains one such
-agent per task with the ONE training loop, in DATASET/explore_runs/<task>-seed<S> (resumable), and
-appends its replay episodes to the dataset (policy "explore"; each replay file is imported once).
+`replay_episodes` / `import_replay` turn a run's replay into dataset episodes; `python -m transfer.explore`
+trains one such agent per task through the one training loop and imports what it saw.
 """
 from __future__ import annotations
 
@@ -58,16 +57,6 @@ def attach(trainer) -> None:
     agent.ac.reward_fn = module.reward
 
 
-def explore_config(task: str, seed: int, frames: int, run_dir: str, overrides: list[str]):
-    """The transfer.run config of one exploration run (method=explore; model=tiny, trainer=quick unless overridden)."""
-    from hydra import compose, initialize_config_dir
-    root = pathlib.Path(__file__).resolve().parents[1] / "configs"
-    with initialize_config_dir(config_dir=str(root), version_base=None):
-        return compose("config", overrides=["method=explore", "env=dmc", "model=tiny", "trainer=quick", f"task={task}",
-                                            f"seed={seed}", f"trainer.steps={frames}", f"run_dir={run_dir}",
-                                            "trainer.final_eval_episodes=1", *overrides])
-
-
 KEYS = ("image", "action", "reward", "is_first", "is_last", "is_terminal")
 
 
@@ -108,28 +97,3 @@ def import_replay(run_dir: pathlib.Path, writer, meta: dict, native_dim: int) ->
         episodes, transitions = episodes + 1, transitions + len(ep["reward"]) - 1
     writer.flush()
     return episodes, transitions
-
-
-def collect(args, writer) -> None:
-    """Called by teacher.collect for --policy explore: one exploration run per task."""
-    from transfer.loop import Trainer
-    if args.suite != "dmc":
-        raise ValueError("--policy explore is for DMC (--suite dmc); use expert/driver/autopilot/random elsewhere")
-    overrides = list(getattr(args, "run_config", None) or [])
-    overrides += [f"env.{kv}" for kv in (getattr(args, "env_config", None) or [])]
-    for task in args.tasks:
-        run_dir = pathlib.Path(args.dataset) / "explore_runs" / f"{task}-seed{args.seed}"
-        cfg = explore_config(task, args.seed, 0, str(run_dir), overrides)
-        frames = args.episodes * cfg.env.episode_frames + cfg.env.action_repeat  # +1 step stores the last obs
-        cfg.trainer.steps = frames
-        trainer = Trainer(cfg, run_dir)
-        try:
-            if trainer.step < frames:
-                log.info("exploring %s for %d frames in %s", task, frames, run_dir)
-                trainer.run()
-        finally:
-            trainer.close()
-        spec = trainer.spec
-        meta = dict(suite="dmc", task=task, embodiment=spec.embodiment, policy="explore", noise=None, seed=args.seed)
-        n, steps = import_replay(run_dir, writer, meta, spec.native_action_dim)
-        log.info("%s: imported %d exploration episodes (%d transitions)", task, n, steps)

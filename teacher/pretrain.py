@@ -30,17 +30,18 @@ from torch import distributed as dist
 from torch import nn
 
 from core import checkpoint
-from core.logger import Logger
+from core.logger import Logger, plot
 from core.optim import Optimizer
-from core.runtime import tune_malloc
+from core.runtime import resolve_device, tune_malloc
 from core.world_model import WorldModel
 from teacher import openloop
 from teacher.dataset import OfflineDataset
 from teacher.model import save_teacher
-from transfer.loop import resolve_device
 
 log = logging.getLogger(__name__)
 STEP_KEYS = ("image", "action", "is_first", "is_terminal")
+LOSSES = {"train/loss": dict(lw=1), "heldout/loss": dict(marker="o"), "heldout/rec_image": dict(marker="."),
+          "heldout/kl": dict(marker="x")}  # losses.png: line options per metric
 
 
 class WorldModelLoss(nn.Module):
@@ -226,8 +227,8 @@ def main(cfg: DictConfig) -> None:
     trainer = Pretrainer(cfg, HydraConfig.get().runtime.output_dir, rank, world)
     result = trainer.run()
     if rank == 0:
-        from transfer.plot import plot_losses
-        log.info("done: teacher at %s, curves in %s %s", trainer.dir / "teacher.pt", plot_losses(trainer.dir), result)
+        curves = plot(trainer.dir, LOSSES, "losses.png", "updates", "loss (sum over pixels + KL)", log_y=True)
+        log.info("done: teacher at %s, curves in %s %s", trainer.dir / "teacher.pt", curves, result)
     trainer.close()
 
 

@@ -52,6 +52,7 @@ def test_diagnose_a_gsa_run(gsa_run):
     assert len(out["policy_action_mean"]) == len(out["expert_action_mean"]) == 4        # reach: 4 native dims
     assert all(-1.0 <= x <= 1.0 for x in out["policy_action_mean"])
     assert math.isfinite(out["policy_imagined_return"]) and math.isfinite(out["policy_final_return"])
+    assert out["policy_final_sampled"] == 1.0   # the default final evaluation samples (DreamerV3's protocol)
 
 
 def test_policy_fit_compares_native_dims_where_the_expert_moves():

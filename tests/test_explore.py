@@ -9,7 +9,8 @@ import torch
 from conftest import compose
 from teacher.dataset import OfflineDataset
 from teacher.writer import DatasetWriter
-from teacher.explore import Disagreement, collect
+from teacher.explore import Disagreement
+from transfer.explore import collect
 from transfer.loop import Trainer
 
 FAST = ["env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "trainer.batch_size=2",
@@ -31,7 +32,7 @@ def test_disagreement_reward_is_ensemble_variance():
 
 
 def test_explore_collect_trains_and_imports_episodes(tmp_path):
-    args = types.SimpleNamespace(suite="dmc", tasks=["cartpole_balance"], episodes=2, seed=0, dataset=str(tmp_path),
+    args = types.SimpleNamespace(tasks=["cartpole_balance"], episodes=2, seed=0, dataset=str(tmp_path),
                                  env_config=["action_repeat=2", "episode_frames=60"],
                                  run_config=[o for o in FAST if not o.startswith("env.")])
     with DatasetWriter(tmp_path) as writer:
@@ -49,6 +50,13 @@ def test_explore_collect_trains_and_imports_episodes(tmp_path):
     with DatasetWriter(tmp_path) as writer:  # a second call imports nothing twice
         collect(args, writer)
     assert len(OfflineDataset(tmp_path)) == 2
+
+
+def test_collect_points_explore_to_its_command(capsys):
+    from teacher.collect import main
+    with pytest.raises(SystemExit):
+        main(["--dataset", "x", "--suite", "dmc", "--tasks", "walker_walk", "--policy", "explore"])
+    assert "python -m transfer.explore" in capsys.readouterr().err
 
 
 def test_explore_method_uses_the_intrinsic_reward(tmp_path):

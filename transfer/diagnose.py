@@ -13,7 +13,8 @@
 - the learned actor on the same episodes (runs whose actor acts on world-model features alone): its
   deterministic actions on the experts' states against the experts' (MSE, sign agreement, mean per
   dim), and the return the world model predicts for it from their first frames (policy_imagined_return;
-  far above the real final return = the actor exploits errors of the model);
+  far above the real final return = the actor exploits errors of the model), acting as the run's last final
+  evaluation did (policy_final_sampled 1: sampled actions, 0: the actor's mean);
 - domain weights (vid2act, hybrid): the source with the highest weight over the last quarter of logs.
 
 The dataset is --dataset, else the run's `diagnostics.dataset`, else `method.dataset`, else the one its
@@ -134,14 +135,15 @@ def load_actor(agent: Agent, state: dict) -> bool:
 
 
 @torch.no_grad()
-def imagined_policy_return(agent: Agent, first: dict, steps: int, samples: int = 8) -> float:
-    """The return the world model predicts for the actor's deterministic policy from a first frame
-    (`first`: a batch with B=1, L=1), imagining `steps` steps with the actor acting on imagined states;
-    mean over `samples` imagined rollouts (the latents are sampled)."""
+def imagined_policy_return(agent: Agent, first: dict, steps: int, samples: int = 8, sampled: bool = False) -> float:
+    """The return the world model predicts for the actor from a first frame (`first`: a batch with B=1,
+    L=1), imagining `steps` steps with the actor acting on imagined states, its mean action or (sampled)
+    an action drawn from it; mean over `samples` imagined rollouts (the latents are sampled)."""
     post, _ = agent.wm.observe({k: v.expand(samples, *v.shape[1:]) for k, v in first.items()})
     state, total = {k: v[:, -1] for k, v in post.items()}, torch.zeros(samples)
     for _ in range(steps):
-        action = agent.ac.actor.mode(agent.ac.actor(agent.wm.rssm.feat(state))[0])  # (S, A)
+        mean, std = agent.ac.actor(agent.wm.rssm.feat(state))
+        action = agent.ac.actor.sample(mean, std) if sampled else agent.ac.actor.mode(mean)  # (S, A)
         state = agent.wm.rssm.img_step(state, action)
         total += agent.wm.predict_reward(agent.wm.rssm.feat(state)).float()      # (S,)
     return float(total.mean())
@@ -158,9 +160,10 @@ def policy_fit(policy: list, expert: list, dims: int) -> dict:
             "expert_action_mean": [round(float(x), 3) for x in exp.mean(0)]}
 
 
-def reward_fit(state: dict | None, cfg: dict, dataset) -> dict:
+def reward_fit(state: dict | None, cfg: dict, dataset, sampled: bool = False) -> dict:
     """The run's reward head (from its checkpoint `state`) on the target task's successful offline
-    episodes (rewards recorded), and its actor's actions on the same states against the experts'."""
+    episodes (rewards recorded), and its actor's actions on the same states against the experts'; the
+    imagined return is that of the policy the run's last final evaluation used (`sampled` or the mean)."""
     if dataset is None or state is None:
         return {}
     rows = [i for i in target_rows(dataset, cfg) if dataset.meta[i].get("success") and dataset.meta[i].get("has_reward")]
@@ -187,7 +190,8 @@ def reward_fit(state: dict | None, cfg: dict, dataset) -> dict:
             if with_actor:  # the action taken AFTER observing frame t is action[t + 1] (first row zero)
                 acts.append(agent.ac.actor.mode(agent.ac.actor(feat)[0])[0, :-1].float().numpy())
                 expert.append(action[1:])
-                imagined.append(imagined_policy_return(agent, {k: v[:, :1] for k, v in batch.items()}, len(action) - 1))
+                imagined.append(imagined_policy_return(agent, {k: v[:, :1] for k, v in batch.items()}, len(action) - 1,
+                                                      sampled=sampled))
     r, p = np.concatenate(real), np.concatenate(pred)
     r2 = 1.0 - float(((r - p) ** 2).mean() / max(r.var(), 1e-12))
     corr = float(np.corrcoef(r, p)[0, 1]) if r.std() > 0 and p.std() > 0 else None
@@ -202,9 +206,9 @@ def from_metrics(run: pathlib.Path) -> dict:
     path = run / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     out = {}
-    final = [r["final/return"] for r in rows if "final/return" in r]
-    if final:
-        out["policy_final_return"] = final[-1]  # real, to set against policy_imagined_return
+    final = [r for r in rows if "final/return" in r]
+    if final:  # real, to set against policy_imagined_return (same policy: sampled actions or the mean)
+        out.update(policy_final_return=final[-1]["final/return"], policy_final_sampled=final[-1].get("final/sampled", 0.0))
     guided = [r["guidance/fraction"] for r in rows if "guidance/fraction" in r]
     if guided:
         out.update(guided_fraction_first=guided[0], guided_fraction_last=guided[-1],
@@ -228,9 +232,9 @@ def diagnose(run_dir, dataset: str | None = None, episodes: int = 10) -> dict:
     root = dataset_root(cfg, dataset)
     data = OfflineDataset(root, max_action_dim=cfg["max_action_dim"]) if root else None
     out = {"dataset": str(root) if root else None}
-    for part in (retrieval_purity(run, cfg, data), from_metrics(run), bc_alone(run, cfg, episodes),
-                 reward_fit(state, cfg, data)):
+    for part in (retrieval_purity(run, cfg, data), from_metrics(run), bc_alone(run, cfg, episodes)):
         out.update(part)
+    out.update(reward_fit(state, cfg, data, sampled=bool(out.get("policy_final_sampled"))))
     (run / "diagnostics.json").write_text(json.dumps(out, indent=1))
     return out
 

@@ -26,8 +26,9 @@ KNOWN = [
     "reward_fit_episodes", "reward_fit_r2", "reward_fit_corr", "reward_fit_pred_return", "reward_fit_real_return",
     # the learned actor's deterministic actions on the same expert states: MSE, sign agreement, mean actions
     "policy_expert_mse", "policy_expert_sign", "policy_action_mean", "expert_action_mean",
-    # the return the world model imagines for the actor from the target's first frames, and its real final return
-    "policy_imagined_return", "policy_final_return",
+    # the return the world model imagines for the actor from the target's first frames, its real final return, and
+    # whether both act with sampled actions (1) or the actor's mean (0), as the run's last final evaluation did
+    "policy_imagined_return", "policy_final_return", "policy_final_sampled",
     # distillation domain weights: the top source over the last quarter of logs
     "weight_top", "weight_top_value",
     "dataset",

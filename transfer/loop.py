@@ -19,6 +19,7 @@ from core import checkpoint
 from core.agent import Agent
 from core.logger import Logger
 from core.replay import Replay
+from core.runtime import resolve_device
 from envs import REPLAY_KEYS, env_fns
 from envs.episodes import EpisodeStats, run_episodes, summarize
 from envs.workers import EnvPool
@@ -26,14 +27,6 @@ from transfer.components import component
 
 log = logging.getLogger(__name__)
 EVAL_POLICIES = ("sample", "mode")  # trainer.eval_policy
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name} but CUDA is not available here; use device=auto or device=cpu")
-    return torch.device(name)
 
 
 class Trainer:

@@ -1,0 +1,38 @@
+"""One import direction between the project's packages (README, "Layout"), read from the source with ast:
+core imports no other project package; envs at most core; teacher core and envs; student core, envs and
+teacher; transfer all of these; benchmarks anything. Lazy imports inside functions count too."""
+import ast
+import pathlib
+
+from conftest import ROOT
+
+ALLOWED = {"core": set(), "envs": {"core"}, "teacher": {"core", "envs"}, "student": {"core", "envs", "teacher"},
+           "transfer": {"core", "envs", "teacher", "student"},
+           "benchmarks": {"core", "envs", "teacher", "student", "transfer"}}
+
+
+def imported_packages(path: pathlib.Path) -> set[tuple[str, int]]:
+    """(top-level package, line) of every absolute import in a file."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {(alias.name.split(".")[0], node.lineno) for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add((node.module.split(".")[0], node.lineno))
+    return out
+
+
+def test_imports_follow_one_direction():
+    wrong = []
+    for package, allowed in ALLOWED.items():
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for top, line in sorted(imported_packages(path)):
+                if top in ALLOWED and top != package and top not in allowed:
+                    wrong.append(f"{path.relative_to(ROOT)}:{line} imports {top}")
+    assert not wrong, "imports against the direction core <- envs <- teacher <- student <- transfer:\n" + "\n".join(wrong)
+
+
+def test_the_check_sees_lazy_imports(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("import os\n\ndef f():\n    from transfer.loop import Trainer\n    import core.nets as n\n")
+    assert imported_packages(source) == {("os", 1), ("transfer", 4), ("core", 5)}

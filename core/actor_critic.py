@@ -81,7 +81,7 @@ class ActorCritic(nn.Module):
         self.retnorm = ReturnNorm(cfg.retnorm_decay)
         self.reward_fn = None  # (wm, feats (H+1, N, F), actions (H, N, A)) -> (H, N); None: the reward head
         # Extra actor input (Vid2Act's action-replay features); a plain object, not a submodule:
-        # .extra_dim, .imagined(feat (..., N, F)) -> (..., N, E), .acting(latent) -> (N, E) (Agent.policy)
+        # .extra_dim, .imagined(feat (..., N, F)) -> (..., N, X), .acting(latent) -> (N, X) (Agent.policy)
         self.actor_input = None
 
     def set_actor_input(self, provider, feat_dim: int):

@@ -80,7 +80,7 @@ class Agent(nn.Module):
                 latent.update(observe(x, is_first, state, latent))
             inp = self.wm.rssm.feat(latent)  # (N, F)
             if self.ac.actor_input is not None:
-                inp = torch.cat([inp, self.ac.actor_input.acting(latent)], -1)  # (N, F + E)
+                inp = torch.cat([inp, self.ac.actor_input.acting(latent)], -1)  # (N, F + X)
             mean, std = self.ac.actor(inp)
         action = self.ac.actor.sample(mean, std) if explore else self.ac.actor.mode(mean)
         latent["action"] = action
@@ -93,7 +93,9 @@ class Agent(nn.Module):
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def train_step(self, batch: dict) -> dict:
-        """One world-model update then one actor-critic update in imagination. batch leaves (B, T, ...)."""
+        """One world-model update then one actor-critic update in imagination. batch leaves (B, T, ...).
+        Returns {name: 0-dim float32 tensor on the agent's device}: no host sync here (the loop averages
+        a log interval's metrics at once)."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         c = self.cfg
         with self.autocast():
@@ -115,7 +117,7 @@ class Agent(nn.Module):
         metrics.update(ac_metrics)
         metrics.update({f"loss_{k}": v.mean().detach() for k, v in losses.items()})
         metrics["wm_loss"] = wm_loss.detach()
-        return {k: float(v) for k, v in metrics.items()}
+        return {k: torch.as_tensor(v, device=self.device).detach().float().reshape(()) for k, v in metrics.items()}
 
     # ---- persistence -------------------------------------------------------------------------
     def full_state(self) -> dict:

@@ -50,7 +50,7 @@ class BlockLinear(nn.Module):
 
 
 class ChannelNorm(nn.LayerNorm):
-    """LayerNorm over the channel dim of (N, C, H, W)."""
+    """LayerNorm over the channel dim of (N, Ch, R, R)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -112,7 +112,7 @@ class ConvDecoder(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Observation dict -> embedding (N, E). 3-d keys (H, W, C) use the CNN, 1-d keys an MLP."""
+    """Observation dict -> embedding (N, E). 3-d keys (R, R, 3) use the CNN, 1-d keys an MLP."""
 
     def __init__(self, obs_shapes: dict, cnn_depth: int, cnn_mults, mlp_layers: int, mlp_units: int,
                  cond_dim: int = 0):
@@ -137,9 +137,9 @@ class Encoder(nn.Module):
         cond (N, K): tiled as K extra image channels (Vid2Act's task-label conditioning)."""
         parts = []
         if self.image_keys:
-            image = obs[self.image_keys[0]]  # (N, 3, H, W)
+            image = obs[self.image_keys[0]]  # (N, 3, R, R)
             if self.cond_dim:
-                tiled = cond[:, :, None, None].expand(-1, -1, *image.shape[-2:])  # (N, K, H, W)
+                tiled = cond[:, :, None, None].expand(-1, -1, *image.shape[-2:])  # (N, K, R, R)
                 image = torch.cat([image, tiled.to(image.dtype)], 1)
             parts.append(self.cnn(image))
         if self.vector_keys:

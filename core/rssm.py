@@ -103,7 +103,7 @@ class RSSM(nn.Module):
         state = state or self.initial(b, embed.device)
         keep = (~is_first.bool()).float()  # (B, T)
         action = self._with_cond(action * keep[..., None], cond)  # (B, T, A + K)
-        embed_part = self.post_embed(embed)  # (B, T, H), one batched matmul for all steps
+        embed_part = self.post_embed(embed)  # (B, T, hidden), one batched matmul for all steps
         deters, stochs, logits = [], [], []
         for i in range(t):
             k = keep[:, i, None]

@@ -1,6 +1,6 @@
 """World model: encoder, RSSM, decoder and (optional) reward / continue heads.
 
-Batches are dicts of tensors with leading (B, T): image uint8 (B, T, H, W, 3), action (B, T, A)
+Batches are dicts of tensors with leading (B, T): image uint8 (B, T, R, R, 3), action (B, T, A)
 (the action that led to obs t, zero on is_first), reward (B, T), is_first / is_terminal (B, T),
 optional reward_mask (B, T) (1 where the reward is a real label, e.g. online data only),
 label (B,) int64 when the model is label-conditioned (cfg.labels = K > 0: Vid2Act's mixture teacher).

@@ -4,7 +4,7 @@ An env is stepped with a PADDED action of size ``spec.max_action_dim`` (float32 
 only the first ``spec.native_action_dim`` entries reach the simulator, the rest must be zero.
 ``reset()`` and ``step(action)`` both return one observation dict:
 
-    image        uint8 (H, W, 3)   rendered pixels, HWC, upright
+    image        uint8 (R, R, 3)   rendered pixels, HWC, upright
     reward       float32 ()        reward summed over the action repeat (0.0 on reset)
     is_first     bool              True only for the observation returned by reset()
     is_last      bool              the episode ended (time limit or termination)

@@ -9,7 +9,7 @@ trains on, held in memory) and `train_bc` (Adam loop returning the per-update lo
 Conventions (docs/dataset.md): `action[t]` LED TO observation t, so the action the behaviour policy
 took AFTER seeing frame t is `action[t + 1]`; that is the BC target for the stack of frames
 t-2, t-1, t (frame 0 repeated before an episode start). Stacks are channels-first, oldest frame
-first: (3k, H, W) with channels [3j, 3j + 3) = frame t - (k - 1) + j.
+first: (3k, R, R) with channels [3j, 3j + 3) = frame t - (k - 1) + j.
 """
 from __future__ import annotations
 
@@ -30,31 +30,31 @@ def frame_indices(t, frames: int = 3) -> np.ndarray:
 
 
 def to_channels(stack: np.ndarray) -> np.ndarray:
-    """(..., k, H, W, C) uint8 HWC frames -> (..., k * C, H, W) channels-first, oldest frame first."""
+    """(..., k, R, R, 3) uint8 HWC frames -> (..., 3k, R, R) channels-first, oldest frame first."""
     *lead, k, h, w, c = stack.shape
-    moved = np.moveaxis(stack, -1, -3)  # (..., k, C, H, W)
+    moved = np.moveaxis(stack, -1, -3)  # (..., k, 3, R, R)
     return np.ascontiguousarray(moved).reshape(*lead, k * c, h, w)
 
 
 def stack_frames(images: np.ndarray, t, frames: int = 3) -> np.ndarray:
-    """Stacks of one episode's images (L, H, W, C) ending at t (int or array of shape S):
-    (3k, H, W) or (*S, 3k, H, W) uint8, frame 0 repeated before the start."""
-    return to_channels(images[frame_indices(t, frames)])  # images[...]: (*S, k, H, W, C)
+    """Stacks of one episode's images (L, R, R, 3) ending at t (int or array of shape S):
+    (3k, R, R) or (*S, 3k, R, R) uint8, frame 0 repeated before the start."""
+    return to_channels(images[frame_indices(t, frames)])  # images[...]: (*S, k, R, R, 3)
 
 
 # ---- augmentation and loss --------------------------------------------------------------------
 def random_shift(images: torch.Tensor, pad: int = 3, generator: torch.Generator | None = None) -> torch.Tensor:
-    """DrQ-style random shift of (B, C, H, W) images (any dtype, uint8 included): replicate-pad by
-    `pad` pixels and crop back to (H, W) at an offset drawn uniformly from [0, 2 * pad]^2 per sample;
+    """DrQ-style random shift of (B, Ch, R, R) images (any dtype, uint8 included): replicate-pad by
+    `pad` pixels and crop back to (R, R) at an offset drawn uniformly from [0, 2 * pad]^2 per sample;
     all channels of a sample (all its stacked frames) shift alike. Done as one gather with clamped
-    indices, which equals padding with edge pixels then cropping. Returns (B, C, H, W)."""
+    indices, which equals padding with edge pixels then cropping. Returns (B, Ch, R, R)."""
     if pad <= 0:
         return images
     b, c, h, w = images.shape
     shift = torch.randint(-pad, pad + 1, (b, 2), generator=generator).to(images.device)  # (B, 2): dy, dx
-    rows = (shift[:, :1] + torch.arange(h, device=images.device)).clamp(0, h - 1)  # (B, H) source rows
-    cols = (shift[:, 1:] + torch.arange(w, device=images.device)).clamp(0, w - 1)  # (B, W) source cols
-    index = (rows[:, :, None] * w + cols[:, None, :]).reshape(b, 1, h * w).expand(b, c, h * w)  # (B, C, H*W)
+    rows = (shift[:, :1] + torch.arange(h, device=images.device)).clamp(0, h - 1)  # (B, R) source rows
+    cols = (shift[:, 1:] + torch.arange(w, device=images.device)).clamp(0, w - 1)  # (B, R) source cols
+    index = (rows[:, :, None] * w + cols[:, None, :]).reshape(b, 1, h * w).expand(b, c, h * w)  # (B, Ch, R*R)
     return images.reshape(b, c, h * w).gather(2, index).reshape(b, c, h, w)
 
 
@@ -68,7 +68,7 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 
 # ---- the policy -------------------------------------------------------------------------------
 class BCPolicy(nn.Module):
-    """Deterministic BC prior: (B, 3k, H, W) stacked frames -> (B, A) padded actions in [-1, 1].
+    """Deterministic BC prior: (B, 3k, R, R) stacked frames -> (B, A) padded actions in [-1, 1].
 
     Encoder: len(channels) x (Conv 4x4 stride 2, no padding, ELU) (64 -> 31 -> 14 -> 6 -> 2 for
     the default 4 layers), flattened; head: `layers` x (Linear hidden -> LayerNorm -> ELU), Linear A,
@@ -99,7 +99,7 @@ class BCPolicy(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images: (B, 3k, H, W), uint8 in [0, 255] or float in [-0.5, 0.5]. Returns (B, A)."""
+        """images: (B, 3k, R, R), uint8 in [0, 255] or float in [-0.5, 0.5]. Returns (B, A)."""
         if images.dtype == torch.uint8:
             images = images.float().div_(255.0).sub_(0.5)
         images = images.contiguous(memory_format=torch.channels_last)  # ~2x faster first conv on CPU
@@ -107,7 +107,7 @@ class BCPolicy(nn.Module):
 
     @torch.no_grad()
     def act(self, stacks: np.ndarray) -> np.ndarray:
-        """(n, 3k, H, W) uint8 stacks -> (n, A) float32 padded actions (no grad, one batched forward)."""
+        """(n, 3k, R, R) uint8 stacks -> (n, A) float32 padded actions (no grad, one batched forward)."""
         device = self.action_mask.device
         return self(torch.as_tensor(np.asarray(stacks), device=device)).float().cpu().numpy()
 
@@ -115,7 +115,7 @@ class BCPolicy(nn.Module):
 # ---- training data ----------------------------------------------------------------------------
 class BCData:
     """The trajectories of an OfflineDataset (or anything with `read(i)` and `action_dim`) that
-    BC trains on, read once and held in memory: images (N, H, W, 3) uint8 concatenated over
+    BC trains on, read once and held in memory: images (N, R, R, 3) uint8 concatenated over
     trajectories (12 KB per 64x64 frame: 500 DMC trajectories of 501 frames are ~3 GB), padded
     actions (N, A) and per-trajectory action masks (n, A). Sampling is uniform over trajectories,
     then uniform over the L - 1 stacks of a trajectory that have a next action."""
@@ -137,7 +137,7 @@ class BCData:
             lengths.append(length), kept.append(i)
         if not kept:
             raise ValueError("no trajectory with at least 2 observations among the given indices")
-        self.images = np.concatenate(images)             # (N, H, W, 3) uint8
+        self.images = np.concatenate(images)             # (N, R, R, 3) uint8
         self.actions = np.concatenate(actions)           # (N, A) float32, padded with zeros
         self.masks = np.stack(masks)                     # (n, A) float32
         self.lengths = np.array(lengths, np.int64)       # (n,) observations per trajectory
@@ -148,7 +148,7 @@ class BCData:
         return len(self.lengths)
 
     def sample(self, batch: int, rng: np.random.Generator) -> dict:
-        """B stacks and their next actions: image (B, 3k, H, W) uint8, action (B, A) float32 =
+        """B stacks and their next actions: image (B, 3k, R, R) uint8, action (B, A) float32 =
         action[t + 1] padded, mask (B, A) float32, traj (B,) position in `indices`, t (B,) frame."""
         traj = rng.integers(len(self.lengths), size=batch)                       # (B,)
         t = (rng.random(batch) * (self.lengths[traj] - 1)).astype(np.int64)     # (B,) in [0, L - 2]
@@ -188,7 +188,7 @@ def train_bc(policy: BCPolicy, dataset, indices, steps: int, batch: int = 256, l
                mininterval=0.5 if sys.stderr.isatty() else 30)
     for _ in bar:
         b = data.sample(batch, rng)
-        images = random_shift(torch.as_tensor(b["image"], device=device), pad, generator)  # (B, 3k, H, W) uint8
+        images = random_shift(torch.as_tensor(b["image"], device=device), pad, generator)  # (B, 3k, R, R) uint8
         target = torch.as_tensor(b["action"], device=device)                       # (B, A)
         mask = torch.as_tensor(b["mask"], device=device)                           # (B, A)
         loss = masked_mse(policy(images), target, mask)

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def reset_frames(trainer, count: int) -> np.ndarray:
-    """(Q, H, W, 3) uint8 reset observations of the target task (seeds distinct from training)."""
+    """(Q, R, R, 3) uint8 reset observations of the target task (seeds distinct from training)."""
     from omegaconf import OmegaConf
     cfg = trainer.cfg
     env = make_env(OmegaConf.to_container(cfg.env, resolve=True), cfg.task, cfg.seed + 50_000, cfg.max_action_dim)

@@ -69,7 +69,7 @@ class GuidedActing:
     def __init__(self, policy: BCPolicy, schedule: GuidanceSchedule, num_envs: int):
         self.policy, self.schedule, self.num_envs = policy, schedule, num_envs
         self.frames = policy.frames
-        self.stacks: list[np.ndarray | None] = [None] * num_envs  # each (k, H, W, 3) uint8, oldest first
+        self.stacks: list[np.ndarray | None] = [None] * num_envs  # each (k, R, R, 3) uint8, oldest first
         self.plans: list[tuple[int, int] | None] = [None] * num_envs  # (start, length) in agent steps
         self.t = np.zeros(num_envs, np.int64)  # agent step within the episode (0 at is_first)
         self.steps = self.guided_steps = self.episodes = self.guided_episodes = 0
@@ -79,9 +79,9 @@ class GuidedActing:
     def on_obs(self, i: int, obs: dict, step: int, rng: np.random.Generator):
         """Take env i's new observation: push its frame; on is_first reset the stack (first frame
         repeated), the episode step and draw the episode's plan at env step `step`."""
-        frame = np.asarray(obs["image"], np.uint8)  # (H, W, 3)
+        frame = np.asarray(obs["image"], np.uint8)  # (R, R, 3)
         if obs["is_first"]:
-            self.stacks[i] = np.repeat(frame[None], self.frames, axis=0)  # (k, H, W, 3)
+            self.stacks[i] = np.repeat(frame[None], self.frames, axis=0)  # (k, R, R, 3)
             self.t[i] = 0
             self.plans[i] = self.schedule.plan(step, rng)
             self.last_probability = self.schedule.probability(step)
@@ -105,7 +105,7 @@ class GuidedActing:
         return plan is not None and plan[0] <= self.t[i] < plan[0] + plan[1]
 
     def stack(self, i: int) -> np.ndarray:
-        """Env i's current stack as the policy input: (3k, H, W) uint8, oldest frame first."""
+        """Env i's current stack as the policy input: (3k, R, R) uint8, oldest frame first."""
         k, h, w, c = self.stacks[i].shape
         return np.ascontiguousarray(self.stacks[i].transpose(0, 3, 1, 2)).reshape(k * c, h, w)
 

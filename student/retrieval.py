@@ -73,14 +73,14 @@ def _check_teacher(wm: WorldModel):
 
 @torch.no_grad()
 def embed(wm: WorldModel, images) -> np.ndarray:
-    """images (N, H, W, 3) uint8 -> teacher encoder embeddings (N, E) float32, on the teacher's device."""
+    """images (N, R, R, 3) uint8 -> teacher encoder embeddings (N, E) float32, on the teacher's device."""
     key = wm.encoder.image_keys[0]
     images = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
     if images.dtype != torch.uint8 or tuple(images.shape[1:]) != wm.obs_shapes[key]:
         raise ValueError(f"images must be (N, {', '.join(map(str, wm.obs_shapes[key]))}) uint8 for this "
                          f"teacher; got {tuple(images.shape)} {images.dtype}")
     device = next(wm.encoder.parameters()).device
-    obs = preprocess({key: images.to(device)}, [key])  # {key: (N, 3, H, W) float in [-0.5, 0.5]}
+    obs = preprocess({key: images.to(device)}, [key])  # {key: (N, 3, R, R) float in [-0.5, 0.5]}
     return np.ascontiguousarray(wm.encoder(obs).float().cpu().numpy())  # (N, E) float32
 
 
@@ -233,7 +233,7 @@ class Retrieved:
     indices: np.ndarray        # (R,) int64 trajectory indices into the dataset, unique
     distances: np.ndarray      # (R,) float32 squared L2 to the nearest query (of centred unit keys: cosine)
     ids: list[str]             # (R,) trajectory ids
-    queries: np.ndarray        # (Q, H, W, 3) uint8 query frames
+    queries: np.ndarray        # (Q, R, R, 3) uint8 query frames
     by_task: dict              # {(suite, task): count}
     by_embodiment: dict        # {embodiment: count}
     action_dim: int            # the task's native action dim
@@ -274,11 +274,11 @@ class Retrieved:
         import matplotlib
         matplotlib.use("Agg")
         from matplotlib import pyplot as plt
-        frames = dataset.first_frames(self.indices[:limit]) if len(self.indices) else self.queries[:0]  # (n, H, W, 3)
+        frames = dataset.first_frames(self.indices[:limit]) if len(self.indices) else self.queries[:0]  # (n, R, R, 3)
         h, w = self.queries.shape[1:3]
         columns = max(1, min(columns, max(len(self.queries), len(frames))))
 
-        def rows(images):  # (n, H, W, 3) -> (rows * H, columns * W, 3), grey where no frame
+        def rows(images):  # (n, R, R, 3) -> (rows * R, columns * R, 3), grey where no frame
             count = math.ceil(len(images) / columns) * columns
             pad = np.full((count - len(images), h, w, 3), 128, np.uint8)
             tiles = np.concatenate([images, pad]).reshape(-1, columns, h, w, 3)
@@ -305,7 +305,7 @@ def retrieve(dataset, teacher_wm: WorldModel | None, teacher_path, query_images,
              nlist: int | None = None, nprobe: int | None = None, pq_m: int | None = None, batch: int = 256,
              device="cpu") -> Retrieved:
     """The k trajectories of dataset whose first frames lie nearest (teacher encoder, L2) to the query
-    frames (Q, H, W, 3) uint8 (or one (H, W, 3)), among those with native action dim == action_dim.
+    frames (Q, R, R, 3) uint8 (or one (R, R, 3)), among those with native action dim == action_dim.
     metric "l2" (GSA) or "cosine" (centred keys, see the module docstring); index_type "flat" | "ivf" |
     "ivfpq" (nlist, nprobe, pq_m: their settings; None = automatic). teacher_path names the teacher in the
     cache's meta.json; teacher_wm None: the teacher is built from it on `device`. Fewer than k compatible
@@ -314,7 +314,7 @@ def retrieve(dataset, teacher_wm: WorldModel | None, teacher_path, query_images,
         from teacher.model import build_teacher, read_teacher
         teacher_wm = build_teacher(read_teacher(teacher_path), device)
     queries = np.asarray(query_images)
-    queries = queries[None] if queries.ndim == 3 else queries  # (Q, H, W, 3)
+    queries = queries[None] if queries.ndim == 3 else queries  # (Q, R, R, 3)
     if len(queries) == 0 or k < 1 or max_rounds < 1:
         raise ValueError(f"need at least one query frame, k >= 1 and max_rounds >= 1; got {len(queries)}, {k}, {max_rounds}")
     meta = dataset.meta

@@ -80,7 +80,8 @@ class Vid2Act:
         self.rng = trainer.rng("vid2act", cfg.seed + 11)
         self.best = None             # (N,) k* per imagination start state, set by the loss term
         self.last_prior = None       # (N, A) the VAE's action on the last acting step (guidance prior)
-        self.weight_sum, self.weight_n, self.vae_log = torch.zeros(k), 0, []
+        # summed on the device and read once per log (no host sync per update)
+        self.weight_sum, self.weight_n, self.vae_log = torch.zeros(k, device=self.device), 0, []
         agent.loss_terms.append(self.loss)
         wants_prior = m.get("guidance", False) and m.get("prior", "bc") == "vae"
         if wants_prior and self.vae is None:
@@ -107,7 +108,7 @@ class Vid2Act:
             loss, w = self.distiller(teacher_features(self.teacher, batch), student)  # (B, T), (B, T, K)
             out["distill"] = self.m.distill.alpha * loss
             w = w.detach()
-            self.weight_sum += w.mean((0, 1)).float().cpu()
+            self.weight_sum += w.mean((0, 1)).float()
             self.weight_n += 1
             self.best = w.argmax(-1).flatten() if self.learned else None  # (B*T,) like the start states
         freeze = self.m.action_replay.freeze_after  # 0: trained all along (authors' code); N: frozen after N updates
@@ -130,7 +131,7 @@ class Vid2Act:
         mask = t["action_mask"][:, None].expand(b, n - 1, -1)  # the source's native dims
         loss, metrics = self.vae.loss(s[:, :-1].flatten(0, 1), t["action"][:, 1:].flatten(0, 1), label.flatten(),
                                       valid=~t["is_first"][:, 1:].flatten(), mask=mask.flatten(0, 1))
-        self.vae_log.append({k: float(v) for k, v in metrics.items()})
+        self.vae_log.append({k: v.detach().float() for k, v in metrics.items()})  # 0-dim tensors
         return loss
 
     def pretrain_vae(self, trainer, steps: int) -> None:
@@ -141,7 +142,7 @@ class Vid2Act:
         opt = Optimizer(self.vae.parameters(), trainer.cfg.model.wm_opt)
         for _ in range(steps):
             opt.step(self.vae_loss())
-        mse = [r["vae/mse"] for r in self.vae_log]
+        mse = torch.stack([r["vae/mse"] for r in self.vae_log]).tolist()
         self.vae_log = []
         trainer.logger_rows.append({"vae/pretrain_first_mse": mse[0], "vae/pretrain_final_mse": float(np.mean(mse[-10:]))})
 
@@ -157,14 +158,14 @@ class Vid2Act:
         return self.vae.hidden_dim
 
     def imagined(self, feat: torch.Tensor) -> torch.Tensor:
-        """(..., N, Fs) -> decoder features (..., N, E) for each start state's k*."""
+        """(..., N, Fs) -> decoder features (..., N, X) for each start state's k*."""
         n = feat.shape[-2]
         best = self.best if self.best is not None and len(self.best) == n else \
             torch.full((n,), self.fixed, device=feat.device, dtype=torch.long)
         return self.vae.features(feat, best.expand(feat.shape[:-1]))
 
     def acting(self, latent: dict) -> torch.Tensor:
-        return self.vae.features(self.agent.wm.rssm.feat(latent), latent["domain"].long())  # (N, E)
+        return self.vae.features(self.agent.wm.rssm.feat(latent), latent["domain"].long())  # (N, X)
 
     @torch.no_grad()
     def observe(self, x: dict, is_first: torch.Tensor, state: dict, latent: dict) -> dict:
@@ -192,11 +193,13 @@ class Vid2Act:
         """Mean domain weights since the last call (Vid2Act Fig. 9) and the VAE's losses."""
         out = {}
         if self.weight_n:
-            w = self.weight_sum / self.weight_n
-            out.update({f"distill/weight_{name}": float(v) for name, v in zip(self.names, w)})
+            w = (self.weight_sum / self.weight_n).tolist()
+            out.update({f"distill/weight_{name}": v for name, v in zip(self.names, w)})
             self.weight_sum, self.weight_n = torch.zeros_like(self.weight_sum), 0
         if self.vae_log:
-            out.update({k: float(np.mean([r[k] for r in self.vae_log])) for k in self.vae_log[0]})
+            keys = list(self.vae_log[0])
+            means = torch.stack([torch.stack([r[k] for k in keys]) for r in self.vae_log]).mean(0).tolist()
+            out.update(dict(zip(keys, means)))
             self.vae_log = []
         return out
 

@@ -171,7 +171,7 @@ def run_episode(common: dict, job: dict) -> tuple[dict, dict, dict]:
         convention = getattr(env, "convention", None)  # DMC: gsa | dmc action and floor conventions
     finally:
         env.close()
-    traj = dict(image=np.stack(images), action=np.stack(actions).astype(np.float32),   # (L, H, W, 3), (L, native)
+    traj = dict(image=np.stack(images), action=np.stack(actions).astype(np.float32),   # (L, R, R, 3), (L, native)
                 reward=np.asarray(rewards, np.float32), is_terminal=np.asarray(terminals))  # (L,), (L,)
     ret = float(np.sum(rewards))
     meta = dict(suite=spec.suite, task=spec.task, embodiment=spec.embodiment, policy=common["policy"],

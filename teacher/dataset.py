@@ -1,7 +1,7 @@
 """Offline datasets on disk: the format and its reader, sampler and torch loader (OfflineDataset);
 the writer is teacher/writer.py (DatasetWriter); docs/dataset.md has the details. A dataset is a movable folder ROOT:
     ROOT/shards/<name>.h5  immutable HDF5 files, one group per trajectory (group name = trajectory id):
-                           image (L, H, W, 3) uint8, chunked along time, lzf/gzip-compressed
+                           image (L, R, R, 3) uint8, chunked along time, lzf/gzip-compressed
                            action (L, native A) float32, action[t] = the action that LED to obs t, action[0] = 0
                            is_terminal (L,) bool;  reward (L,) float32 only if recorded
     ROOT/manifest.jsonl    one JSON row per trajectory (MANIFEST_FIELDS), appended once its shard is on disk
@@ -182,7 +182,7 @@ class OfflineDataset:
             raise ValueError(f"trajectory {self.meta[i]['id']} has no reward; use where={{'has_reward': [True]}}")
 
     def read(self, i: int, with_reward: bool = False) -> dict:
-        """Full unpadded arrays of trajectory i: image (L, H, W, 3) uint8, action (L, native A) float32,
+        """Full unpadded arrays of trajectory i: image (L, R, R, 3) uint8, action (L, native A) float32,
         is_terminal (L,) bool, and reward (L,) float32 if with_reward."""
         if with_reward:
             self._need_reward(i)
@@ -191,7 +191,7 @@ class OfflineDataset:
         return {k: group[k][()] for k in keys}
 
     def first_frames(self, indices) -> np.ndarray:
-        """First observation of each listed trajectory: (N, H, W, 3) uint8."""
+        """First observation of each listed trajectory: (N, R, R, 3) uint8."""
         return np.stack([self._group(int(i))["image"][0] for i in indices])
 
     def _pool(self, length: int, with_reward: bool) -> np.ndarray:
@@ -214,7 +214,7 @@ class OfflineDataset:
 
     def sample(self, batch: int, length: int, rng: np.random.Generator, with_reward: bool = False) -> dict:
         """B windows of T = length steps: a trajectory uniformly among those with >= T observations,
-        then a uniform window start. Returns numpy arrays: image (B, T, H, W, 3) uint8, action (B, T, A)
+        then a uniform window start. Returns numpy arrays: image (B, T, R, R, 3) uint8, action (B, T, A)
         float32 zero-padded, action_mask (B, A) float32, is_first (B, T) bool, is_terminal (B, T) bool,
         label (B,) int64, traj (B,) int64, and reward (B, T) float32 if with_reward."""
         a = self.action_dim
@@ -230,14 +230,14 @@ class OfflineDataset:
             start = int(rng.integers(self.lengths[i] - length + 1))
             try:
                 group, window = self._group(i), slice(start, start + length)
-                steps = {k: group[k][window] for k in keys}  # image (T, H, W, 3), action (T, native A), ...
+                steps = {k: group[k][window] for k in keys}  # image (T, R, R, 3), action (T, native A), ...
             except Exception as e:  # damaged chunk: drop this trajectory from now on and draw again
                 warnings.warn(f"skipping unreadable trajectory {self.meta[i]['id']} ({self.meta[i]['shard']}): {e}")
                 self._bad.add(i)
                 self._pools.clear()
                 self.skipped_trajectories += 1
                 continue
-            frame = steps["image"].shape[1:]  # (H, W, 3)
+            frame = steps["image"].shape[1:]  # (R, R, 3)
             if "image" not in out:
                 out["image"] = np.empty((batch, length, *frame), np.uint8)
             if frame != out["image"].shape[2:]:

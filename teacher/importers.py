@@ -9,7 +9,7 @@ gsa      the GSA authors' published layout: one npz per trajectory named timesta
          reward (T+1, 1), discount (T+1, 1); folders SRC/dmcontrol/<domain>/ (suite dmc, embodiment and
          task = domain unless --task-map DOMAIN=TASK) and SRC/metaworld/<task>/ (suite metaworld,
          embodiment sawyer, task = folder name without a -v2/-v3 suffix). is_terminal = discount == 0.
-dreamer  DreamerV1/V2-style episode npz files (and this repo's RUN_DIR/replay/*.npz): image (T, H, W, 3)
+dreamer  DreamerV1/V2-style episode npz files (and this repo's RUN_DIR/replay/*.npz): image (T, R, R, 3)
          uint8, action (T, A) = action that led to obs t, optional reward (T,), is_first (T,) (a file
          holding several episodes is split there), is_terminal or discount (T,). Metadata from the flags;
          --action-dim N keeps the first N action columns (use the native dim for padded replay files).
@@ -63,10 +63,10 @@ def gsa_trajectory(path: pathlib.Path) -> list[dict]:
     d = _load(path, ("observation", "action"), ("reward", "discount"))
     obs, action = d["observation"], d["action"]
     if obs.dtype != np.uint8 or obs.ndim != 4 or obs.shape[1] != 3:
-        raise ValueError(f"observation must be (T+1, 3, H, W) uint8, got {obs.shape} {obs.dtype}")
+        raise ValueError(f"observation must be (T+1, 3, R, R) uint8, got {obs.shape} {obs.dtype}")
     if action.ndim != 2 or not np.issubdtype(action.dtype, np.floating):
         raise ValueError(f"action must be (T+1, A) float, got {action.shape} {action.dtype}")
-    traj = dict(image=obs.transpose(0, 2, 3, 1), action=_start_at_zero(action))  # (L, 3, H, W) -> (L, H, W, 3)
+    traj = dict(image=obs.transpose(0, 2, 3, 1), action=_start_at_zero(action))  # (L, 3, R, R) -> (L, R, R, 3)
     if "reward" in d:
         traj["reward"] = _vector(d["reward"], "reward")
     if "discount" in d:

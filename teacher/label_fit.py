@@ -42,7 +42,7 @@ def read_episodes(folder: pathlib.Path, limit: int) -> list[tuple]:
 
 
 def load_episodes(folder: pathlib.Path, limit: int, act_dim: int) -> dict:
-    """The first `limit` episodes, cropped to the shortest, as one batch: image (B, T, H, W, 3) uint8,
+    """The first `limit` episodes, cropped to the shortest, as one batch: image (B, T, R, R, 3) uint8,
     action (B, T, act_dim) zero-padded, is_first (B, T)."""
     eps = []
     for image, action, is_first in read_episodes(folder, limit):
@@ -63,13 +63,13 @@ def fit(teacher, batch: dict, label: int, horizon: int = 5, every: int = 10) -> 
     batch = {**batch, "label": torch.full((b,), label)}
     losses, post, _ = teacher.loss(batch)  # per-step (B, T)
     # open loop: from the posterior at every `every`-th step, predict `horizon` steps with the prior
-    image = preprocess(batch, teacher.obs_shapes)["image"]  # (B, T, 3, H, W)
+    image = preprocess(batch, teacher.obs_shapes)["image"]  # (B, T, 3, R, R)
     starts = torch.arange(0, t - horizon, every)
     state = {k: v[:, starts].flatten(0, 1) for k, v in post.items()}  # (B*S, ...)
     cond = teacher.cond(batch).repeat_interleave(len(starts), 0)  # (B*S, K)
     for h in range(1, horizon + 1):
         state = teacher.rssm.img_step(state, batch["action"][:, starts + h].flatten(0, 1), cond)
-    pred = teacher.decoder.cnn(state["deter"], state["stoch"].flatten(1))  # (B*S, 3, H, W) in [-0.5, 0.5]
+    pred = teacher.decoder.cnn(state["deter"], state["stoch"].flatten(1))  # (B*S, 3, R, R) in [-0.5, 0.5]
     truth = image[:, starts + horizon].flatten(0, 1)
     return {"rec_image": losses["rec_image"].mean().item(), "kl": losses["kl"].mean().item(),
             "openloop_mse": ((pred - truth) ** 2).mean().item()}

@@ -12,7 +12,7 @@ from core.world_model import WorldModel
 
 @torch.no_grad()
 def predict(wm: WorldModel, batch: dict, context: int) -> tuple[np.ndarray, np.ndarray]:
-    """batch leaves (B, T, ...) on wm's device. Returns truth and prediction, uint8 (B, T, H, W, 3):
+    """batch leaves (B, T, ...) on wm's device. Returns truth and prediction, uint8 (B, T, R, R, 3):
     posterior reconstructions for t < context, open-loop prior predictions after."""
     cond = wm.cond(batch)
     head = {k: batch[k][:, :context] for k in ("image", "action", "is_first")}  # (B, context, ...)
@@ -26,7 +26,7 @@ def predict(wm: WorldModel, batch: dict, context: int) -> tuple[np.ndarray, np.n
         deters.append(state["deter"][:, None]), stochs.append(state["stoch"][:, None])
     deter, stoch = torch.cat(deters, 1), torch.cat(stochs, 1)  # (B, T, D), (B, T, S, C)
     b, t = deter.shape[:2]
-    image = wm.decoder.cnn(deter.flatten(0, 1), stoch.flatten(2).flatten(0, 1))  # (B*T, 3, H, W)
+    image = wm.decoder.cnn(deter.flatten(0, 1), stoch.flatten(2).flatten(0, 1))  # (B*T, 3, R, R)
     image = image.reshape(b, t, *image.shape[1:]).permute(0, 1, 3, 4, 2)
     pred = ((image.float() + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     truth = batch["image"].cpu().numpy()
@@ -47,10 +47,10 @@ def save_grid(path, truth: np.ndarray, pred: np.ndarray, context: int, samples: 
     rows = []
     for i in range(min(samples, len(truth))):
         for video in (truth[i], pred[i]):
-            frames = [f.copy() for f in video]  # (H, W, 3) each
+            frames = [f.copy() for f in video]  # (R, R, 3) each
             if context < len(frames):
                 frames[context][:, :2] = (255, 0, 0)
-            rows.append(np.concatenate(frames, 1))  # (H, T*W, 3)
+            rows.append(np.concatenate(frames, 1))  # (R, T*R, 3)
     grid = np.concatenate(rows, 0)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -162,7 +162,7 @@ class AgentPolicy(Policy):
         self.state = self.agent.initial_state(1)
 
     def act(self, obs):
-        batch = {"image": obs["image"][None], "is_first": np.array([obs["is_first"]])}  # (1, H, W, 3), (1,)
+        batch = {"image": obs["image"][None], "is_first": np.array([obs["is_first"]])}  # (1, R, R, 3), (1,)
         action, self.state = self.agent.policy(batch, self.state, explore=False)  # (1, A) padded
         return action[0, : self.dim]
 

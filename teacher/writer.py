@@ -16,14 +16,14 @@ from teacher.dataset import MANIFEST, SHARDS, REQUIRED_META, TIME_CHUNK, read_ma
 
 
 def check_trajectory(traj: dict) -> dict:
-    """Validated copies of a trajectory's arrays: image (L, H, W, 3) uint8, action (L, A) float32,
+    """Validated copies of a trajectory's arrays: image (L, R, R, 3) uint8, action (L, A) float32,
     is_terminal (L,) bool (zeros if absent), reward (L,) float32 (only if given). ValueError otherwise."""
     if not isinstance(traj, dict) or "image" not in traj or "action" not in traj:
-        raise ValueError(f"a trajectory is a dict with 'image' (L, H, W, 3) uint8 and 'action' (L, A) float; "
+        raise ValueError(f"a trajectory is a dict with 'image' (L, R, R, 3) uint8 and 'action' (L, A) float; "
                          f"got {sorted(traj) if isinstance(traj, dict) else type(traj).__name__}")
     image, action = np.asarray(traj["image"]), np.asarray(traj["action"])
     if image.dtype != np.uint8 or image.ndim != 4 or image.shape[-1] != 3 or len(image) < 1:
-        raise ValueError(f"image must be (L, H, W, 3) uint8 with L >= 1 (HWC: transpose CHW frames first); "
+        raise ValueError(f"image must be (L, R, R, 3) uint8 with L >= 1 (HWC: transpose CHW frames first); "
                          f"got {image.shape} {image.dtype}")
     if action.ndim != 2 or action.shape[1] < 1 or not np.issubdtype(action.dtype, np.floating):
         raise ValueError(f"action must be (L, A) float with A >= 1 (the native, unpadded dims); "
@@ -115,7 +115,7 @@ class DatasetWriter:
             for row, arrays in self._buffer:
                 group = f.create_group(row["id"])
                 group.attrs["meta"] = json.dumps(row)  # lets a lost manifest be rebuilt from the shards
-                for key, value in arrays.items():  # image (L, H, W, 3) in chunks (min(L, 32), H, W, 3)
+                for key, value in arrays.items():  # image (L, R, R, 3) in chunks (min(L, 32), R, R, 3)
                     kw = dict(chunks=(min(len(value), TIME_CHUNK), *value.shape[1:]), compression=self.compression,
                               compression_opts=opts) if key == "image" else {}
                     group.create_dataset(key, data=value, **kw)

@@ -16,7 +16,7 @@ SMALL = dict(channels=(8, 16, 32, 64), hidden=64)
 
 def features(image):
     """Mean brightness of the 4 image quadrants: (4,)."""
-    g = image.astype(np.float32).mean(-1) / 255  # (H, W)
+    g = image.astype(np.float32).mean(-1) / 255  # (R, R)
     return np.array([g[:32, :32].mean(), g[:32, 32:].mean(), g[32:, :32].mean(), g[32:, 32:].mean()])
 
 

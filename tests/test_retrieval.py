@@ -97,7 +97,7 @@ def test_retrieves_the_query_embodiment_nearest_first(data, teacher, queries, tm
         assert got.metrics()["retrieval/trajectories"] == 12 and body in got.describe()
         assert got.ids == [dataset.meta[i]["id"] for i in got.indices]
         assert [r["embodiment"] for r in got.subset(dataset).meta] == bodies
-    one = retrieve(dataset, wm, path, queries["cheetah"][0], A, k=3)  # a single (H, W, 3) query frame
+    one = retrieve(dataset, wm, path, queries["cheetah"][0], A, k=3)  # a single (R, R, 3) query frame
     assert len(one.indices) == 3 and not one.built
     grid = got.save_grid(tmp_path / "grid.png", dataset, limit=10, columns=5)
     import matplotlib.pyplot as plt

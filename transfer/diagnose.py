@@ -113,7 +113,7 @@ def world_model_agent(state: dict, cfg: dict, mask: np.ndarray) -> Agent:
 
 @torch.no_grad()
 def posterior_feat(agent: Agent, batch: dict) -> torch.Tensor:
-    """batch of image (B, L, H, W, C), action (B, L, A), is_first (B, L) -> posterior features (B, L, F)."""
+    """batch of image (B, L, R, R, 3), action (B, L, A), is_first (B, L) -> posterior features (B, L, F)."""
     post, _ = agent.wm.observe(batch)
     return agent.wm.rssm.feat(post)
 
@@ -152,7 +152,7 @@ def imagined_policy_return(agent: Agent, first: dict, steps: int, samples: int =
 def policy_fit(policy: list, expert: list, dims: int) -> dict:
     """The learned actor's deterministic actions against the experts' on the experts' own states,
     native dims only: MSE, agreement of signs where the expert moves (|a| > 0.1), and mean actions."""
-    pol, exp = np.concatenate(policy)[:, :dims], np.clip(np.concatenate(expert)[:, :dims], -1, 1)  # (T, D)
+    pol, exp = np.concatenate(policy)[:, :dims], np.clip(np.concatenate(expert)[:, :dims], -1, 1)  # (T, native action dims)
     moving = np.abs(exp) > 0.1
     return {"policy_expert_mse": float(((pol - exp) ** 2).mean()),
             "policy_expert_sign": float((np.sign(pol) == np.sign(exp))[moving].mean()) if moving.any() else None,

@@ -191,7 +191,9 @@ class Trainer:
         return bool(every) and self.step // every != before // every
 
     def _log_train(self, metrics: list[dict], fps: float):
-        mean = {f"train/{k}": float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
+        keys = list(metrics[0])  # each update's metrics: {name: 0-dim tensor}; averaged with one host sync
+        values = torch.stack([torch.stack([m[k] for k in keys]) for m in metrics]).mean(0).tolist()
+        mean = {f"train/{k}": v for k, v in zip(keys, values)}
         mean.update({"train/updates": self.agent.updates, "train/replay_steps": len(self.replay),
                      "perf/env_steps_per_s": fps, "perf/worker_restarts": self.envs.restarts})
         for source in self.log_sources:

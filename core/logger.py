@@ -67,6 +67,14 @@ class Logger:
             self.wandb.finish()
 
 
+def mean_metrics(rows: list[dict]) -> dict[str, float]:
+    """Per-key mean of metric rows {name: 0-dim tensor} (all rows with the same keys), read back with one
+    host sync: updates keep their metrics on the device and a log interval averages them here."""
+    import torch
+    keys = list(rows[0])
+    return dict(zip(keys, torch.stack([torch.stack([r[k] for k in keys]) for r in rows]).mean(0).tolist()))
+
+
 # ---- curves from a run's metrics.jsonl -----------------------------------------------------------
 def curves(run_dir, keys) -> dict[str, list[tuple[int, float]]]:
     """{key: [(step, value), ...]} of the given keys in RUN_DIR/metrics.jsonl, in file order."""

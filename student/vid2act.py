@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from core.logger import mean_metrics
 from core.optim import Optimizer
 from student.distill import DomainDistiller, teacher_features
 from student.guidance import GuidanceSchedule, GuidedActing
@@ -197,9 +198,7 @@ class Vid2Act:
             out.update({f"distill/weight_{name}": v for name, v in zip(self.names, w)})
             self.weight_sum, self.weight_n = torch.zeros_like(self.weight_sum), 0
         if self.vae_log:
-            keys = list(self.vae_log[0])
-            means = torch.stack([torch.stack([r[k] for k in keys]) for r in self.vae_log]).mean(0).tolist()
-            out.update(dict(zip(keys, means)))
+            out.update(mean_metrics(self.vae_log))
             self.vae_log = []
         return out
 

@@ -10,7 +10,6 @@ trains one such agent per task through the one training loop and imports what it
 """
 from __future__ import annotations
 
-import logging
 import pathlib
 
 import numpy as np
@@ -18,8 +17,6 @@ import torch
 from torch import nn
 
 from core.nets import mlp
-
-log = logging.getLogger(__name__)
 
 
 class Disagreement(nn.Module):

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from core import checkpoint
 from core.agent import Agent
-from core.logger import Logger
+from core.logger import Logger, mean_metrics
 from core.replay import Replay
 from core.runtime import resolve_device
 from envs import REPLAY_KEYS, env_fns
@@ -191,9 +191,7 @@ class Trainer:
         return bool(every) and self.step // every != before // every
 
     def _log_train(self, metrics: list[dict], fps: float):
-        keys = list(metrics[0])  # each update's metrics: {name: 0-dim tensor}; averaged with one host sync
-        values = torch.stack([torch.stack([m[k] for k in keys]) for m in metrics]).mean(0).tolist()
-        mean = {f"train/{k}": v for k, v in zip(keys, values)}
+        mean = {f"train/{k}": v for k, v in mean_metrics(metrics).items()}  # each update's: {name: 0-dim tensor}
         mean.update({"train/updates": self.agent.updates, "train/replay_steps": len(self.replay),
                      "perf/env_steps_per_s": fps, "perf/worker_restarts": self.envs.restarts})
         for source in self.log_sources:

@@ -92,7 +92,9 @@ def attach(trainer) -> None:
     if m.guidance and m.get("prior", "bc") == "bc":  # prior=vae: the vid2act component guides
         s = m.schedule
         schedule = GuidanceSchedule(s.initial, s.final, s.duration, trainer.spec.episode_length, cfg.trainer.warmup)
-        guide = GuidedActing(bc_prior(trainer, dataset, indices), schedule, trainer.envs.num_envs)
+        prior = bc_prior(trainer, dataset, indices)
+        guide = GuidedActing(prior, schedule, trainer.envs.num_envs)
+        trainer.priors.append(lambda n: GuidedActing(prior, GuidanceSchedule.always(schedule.episode_length), n))
         rng = trainer.rng("guidance", cfg.seed + 7)
         trainer.acting_hooks.append(lambda tr, obs, action: guide.apply(obs, action, tr.step, rng)[0])
         trainer.log_sources.append(guide.metrics)

@@ -40,6 +40,11 @@ class GuidanceSchedule:
         t = self.episode_length  # durations T/10 * i, rounded down, at least 1 agent step
         self.durations = np.array(sorted({max(1, t * i // 10) for i in range(1, 11)}), np.int64)
 
+    @classmethod
+    def always(cls, episode_length: int) -> "GuidanceSchedule":
+        """The prior acts for whole episodes at every step (its own success, diagnosed alone)."""
+        return cls(1.0, 1.0, 0, episode_length, warmup=1 << 62)
+
     def probability(self, step: int) -> float:
         """Probability that an episode starting at env step `step` is guided (after the warm-up)."""
         frac = 1.0 if self.duration == 0 else min(max(step, 0) / self.duration, 1.0)

@@ -100,6 +100,7 @@ class Vid2Act:
             guide, rng = ReplayGuidance(self, schedule, trainer.envs.num_envs), trainer.rng("guidance", cfg.seed + 7)
             trainer.acting_hooks.append(lambda tr, obs, action: guide.apply(obs, action, tr.step, rng)[0])
             trainer.log_sources.append(guide.metrics)
+            trainer.priors.append(lambda n: ReplayGuidance(self, GuidanceSchedule.always(schedule.episode_length), n))
         trainer.log_sources.append(self.metrics)
 
     # ---- world-model loss term -----------------------------------------------------------------

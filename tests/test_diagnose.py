@@ -44,7 +44,8 @@ def test_diagnose_a_gsa_run(gsa_run):
     assert out["retrieval_trajectories"] == 4 and out["dataset_target_trajectories"] == 3
     assert out["retrieval_target_share"] == 0.75               # the 4 sawyer episodes: 3 of reach, 1 of drawer-open
     assert out["retrieval_embodiment_share"] == 1.0
-    assert out["bc_alone_episodes"] == 2 and 0.0 <= out["bc_alone_success"] <= out["bc_alone_success_any"] <= 1.0
+    assert out["prior_kind"] == "bc" and out["prior_alone_episodes"] == 2
+    assert 0.0 <= out["prior_alone_success"] <= out["prior_alone_success_any"] <= 1.0
     assert out["guided_fraction_first"] == 1.0 and 0.0 <= out["guided_fraction_last"] <= 1.0
     assert out["reward_fit_episodes"] == 3 and math.isfinite(out["reward_fit_r2"])
     assert out["reward_fit_real_return"] > 0 and math.isfinite(out["reward_fit_pred_return"])

@@ -114,6 +114,8 @@ def test_plans_follow_the_schedule():
     assert all(never.plan(5, rng) is None for _ in range(200))
     odd = GuidanceSchedule(1.0, 1.0, 10, episode_length=25)  # T not a multiple of 10: floor(T i / 10)
     assert odd.durations.tolist() == [2, 5, 7, 10, 12, 15, 17, 20, 22, 25]
+    always = GuidanceSchedule.always(episode_length=t)  # the prior acting alone (transfer.diagnose)
+    assert all(always.plan(step, rng) == (0, t) for step in (0, 10**9, 10**12))
 
 
 # ---- BC pieces ----------------------------------------------------------------------------------

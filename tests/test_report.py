@@ -227,9 +227,9 @@ def test_diagnostics_table_per_run(runs, tmp_path):
     assert not (tmp_path / "plain" / "diagnostics.csv").exists()
     gsa0, gsa1 = runs / "gsa" / "dmc-walker_walk-seed0", runs / "gsa" / "dmc-walker_walk-seed1"
     (gsa0 / "diagnostics.json").write_text(json.dumps(
-        {"zeta_extra": 7, "reward_fit_r2": 0.712345, "retrieval_target_share": 0.8, "bc_alone_success": None,
+        {"zeta_extra": 7, "reward_fit_r2": 0.712345, "retrieval_target_share": 0.8, "prior_alone_success": None,
          "guided_fraction_last": 0.1234, "weight_top": "drawer-open", "dataset": "/data/offline/mw"}))
-    (gsa1 / "diagnostics.json").write_text(json.dumps({"retrieval_target_share": 1.0, "bc_alone_return": 812.0}))
+    (gsa1 / "diagnostics.json").write_text(json.dumps({"retrieval_target_share": 1.0, "prior_alone_return": 812.0}))
     (runs / "dreamer" / "dmc-walker_walk-seed2" / "diagnostics.json").write_text("[1, 2]")  # not an object
     result = report.report([runs], tmp_path / "out", plots=False)
     assert [(r["label"], r["seed"]) for r in result["diagnostics"]] == [("gsa", 0), ("gsa", 1)]
@@ -237,7 +237,7 @@ def test_diagnostics_table_per_run(runs, tmp_path):
     md = result["md"].read_text()
     section = md[md.index("## Diagnostics (per run)"):].splitlines()
     head = [c.strip() for c in next(x for x in section if x.startswith("| label")).split("|")[1:-1]]
-    assert head == ["label", "task", "seed", "retrieval_target_share", "bc_alone_success", "bc_alone_return",
+    assert head == ["label", "task", "seed", "retrieval_target_share", "prior_alone_success", "prior_alone_return",
                     "guided_fraction_last", "reward_fit_r2", "weight_top", "zeta_extra"]  # no dataset path
     cells = {c.split("|")[3].strip(): [x.strip() for x in c.split("|")[1:-1]] for c in section if "| gsa" in c}
     assert cells["0"] == ["gsa", "walker_walk", "0", "0.8", "-", "-", "0.123", "0.712", "drawer-open", "7"]
@@ -247,4 +247,4 @@ def test_diagnostics_table_per_run(runs, tmp_path):
     assert list(table[0])[:5] == ["label", "suite", "task", "seed", "run"]
     assert list(table[0])[-2:] == ["dataset", "zeta_extra"]  # known keys first, then the others by name
     assert table[0]["dataset"] == "/data/offline/mw" and float(table[0]["reward_fit_r2"]) == 0.712345
-    assert table[1]["reward_fit_r2"] == "" and table[1]["bc_alone_return"] == "812.0"
+    assert table[1]["reward_fit_r2"] == "" and table[1]["prior_alone_return"] == "812.0"

@@ -9,9 +9,10 @@ import torch
 from conftest import collect_random, compose, pretrain_cfg
 from student.distill import DomainDistiller, teacher_features
 from student.vae import ActionVAE
-from student.vid2act import Vid2Act
+from student.vid2act import ReplayGuidance, Vid2Act
 from teacher.model import build_teacher, read_teacher
 from teacher.pretrain import Pretrainer
+from transfer.diagnose import diagnose
 from transfer.loop import Trainer
 from transfer.plot import plot_weights
 
@@ -106,6 +107,18 @@ def test_hybrid_end_to_end_with_vae_prior(tmp_path, generalist):
     assert guided and guided[0] == 1.0  # warm-up episodes are guided whole, by the VAE
     for k, value in v.teacher.state_dict().items():
         assert torch.equal(value, before[k]), k
+    # the VAE prior acting alone, as transfer.diagnose measures it on the rebuilt run: it takes every step
+    out = diagnose(tmp_path, episodes=2)
+    assert out["prior_kind"] == "vae" and out["prior_alone_episodes"] == 2 and out["prior_alone_return"] > 0
+    assert 0.0 <= out["prior_alone_success"] <= out["prior_alone_success_any"] <= 1.0
+    resumed = Trainer(compose(*FAST, f"run_dir={tmp_path}", "method=hybrid", f"teacher={generalist}",
+                              "task=cartpole_balance", "trainer.steps=120", *GSA_FAST), tmp_path)
+    try:
+        assert isinstance(resumed.priors[0](1), ReplayGuidance)  # acts with the VAE's replayed action
+        alone = resumed.evaluate_prior(1)
+        assert alone["prior/guided"] == 1.0 and alone["prior/episodes"] == 1
+    finally:
+        resumed.close()
 
 
 def test_hybrid_starts_from_an_identity_distiller_and_a_pretrained_vae(tmp_path, generalist):

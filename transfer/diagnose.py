@@ -4,8 +4,9 @@
 
 - retrieval purity (runs with retrieved.json): the share of retrieved trajectories of the target task
   and of the target's embodiment;
-- the BC prior acting alone (runs with bc_prior.pt): success at the last step (Meta-World's score),
-  success at any step and return over `--episodes` evaluation episodes, prior acting whole episodes;
+- the guidance prior acting alone (runs with guidance and a checkpoint; GSA's BC prior or the hybrid's
+  VAE decoder, `prior_kind`): success at the last step (Meta-World's score), success at any step and
+  return over `--episodes` evaluation episodes, the prior acting whole episodes;
 - guidance: the guided fraction of acting steps in the first and the last logged interval;
 - the reward head on successful episodes: the target task's successful episodes in the offline dataset
   (recorded rewards; the world model never saw them) filtered by the run's world model: R^2 and
@@ -33,9 +34,6 @@ from omegaconf import OmegaConf
 
 from core import checkpoint
 from core.agent import Agent
-from envs import env_fns
-from envs.workers import EnvPool
-from envs.episodes import run_episodes, summarize
 
 MAX_FIT_EPISODES = 10   # successful target episodes filtered for the reward fit
 
@@ -76,30 +74,24 @@ def retrieval_purity(run: pathlib.Path, cfg: dict, dataset) -> dict:
             "dataset_target_trajectories": len(own)}
 
 
-def prior_alone(policy, cfg: dict, episodes: int) -> dict:
-    """The BC prior acting for whole episodes on evaluation envs (seeds apart from training's)."""
-    from student.guidance import GuidanceSchedule, GuidedActing
-    fns = env_fns(cfg["env"], cfg["task"], cfg["seed"] + 20_000, cfg["max_action_dim"], min(episodes, 2))
-    a = cfg["max_action_dim"]
-    with EnvPool(fns, parallel=True) as pool:
-        n, spec = pool.num_envs, pool.specs[0]
-        guide = GuidedActing(policy, GuidanceSchedule(1.0, 1.0, 0, spec.episode_length, warmup=1 << 62), n)
-        rng = np.random.default_rng(0)
-        finished = run_episodes(pool, lambda obs: guide.apply(obs, np.zeros((n, a), np.float32), 0, rng)[0], episodes, a)
-    s = summarize(finished, "")
-    return {"bc_alone_success": s["success_final"], "bc_alone_success_any": s["success"],
-            "bc_alone_return": s["return"], "bc_alone_episodes": s["episodes"]}
-
-
-def bc_alone(run: pathlib.Path, cfg: dict, episodes: int) -> dict:
-    path = run / "bc_prior.pt"
-    if not path.exists() or episodes <= 0:
+def prior_alone(run: pathlib.Path, cfg: dict, episodes: int) -> dict:
+    """The run's guidance prior (GSA's BC prior, or the hybrid's VAE decoder acting on the world model's
+    features) acting alone for whole episodes on the eval envs: the run is rebuilt from its config and
+    checkpoint, as `transfer.evaluate` does, and nothing is trained or logged."""
+    method = cfg.get("method", {})
+    if episodes <= 0 or not method.get("guidance") or not (run / "checkpoint.pt").exists():
         return {}
-    from student.bc import BCPolicy
-    state = torch.load(path, map_location="cpu")
-    policy = BCPolicy(state["action_mask"].numpy(), image_size=cfg["env"]["image_size"])
-    policy.load_state_dict(state)
-    return prior_alone(policy, cfg, episodes)
+    from transfer.loop import Trainer
+    conf = OmegaConf.create(cfg)  # the checkpoint's composed config
+    conf.logger.wandb = "disabled"
+    trainer = Trainer(conf, run)
+    try:
+        out = trainer.evaluate_prior(episodes)
+    finally:
+        trainer.close()
+    return {"prior_kind": method.get("prior", "bc"), "prior_alone_success": out["prior/success_final"],
+            "prior_alone_success_any": out["prior/success"], "prior_alone_return": out["prior/return"],
+            "prior_alone_episodes": out["prior/episodes"]}
 
 
 def world_model_agent(state: dict, cfg: dict, mask: np.ndarray) -> Agent:
@@ -232,7 +224,7 @@ def diagnose(run_dir, dataset: str | None = None, episodes: int = 10) -> dict:
     root = dataset_root(cfg, dataset)
     data = OfflineDataset(root, max_action_dim=cfg["max_action_dim"]) if root else None
     out = {"dataset": str(root) if root else None}
-    for part in (retrieval_purity(run, cfg, data), from_metrics(run), bc_alone(run, cfg, episodes)):
+    for part in (retrieval_purity(run, cfg, data), from_metrics(run), prior_alone(run, cfg, episodes)):
         out.update(part)
     out.update(reward_fit(state, cfg, data, sampled=bool(out.get("policy_final_sampled"))))
     (run / "diagnostics.json").write_text(json.dumps(out, indent=1))
@@ -244,7 +236,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--dataset", help="offline dataset with the target's episodes (default: from the run)")
-    p.add_argument("--episodes", type=int, default=10, help="episodes of the BC prior acting alone (0: skip)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes of the guidance prior acting alone (0: skip)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     for run in args.run_dirs:

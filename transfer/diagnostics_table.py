@@ -18,8 +18,8 @@ FILE = "diagnostics.json"
 KNOWN = [
     # retrieval purity (runs that retrieved trajectories from an offline dataset)
     "retrieval_trajectories", "retrieval_target_share", "retrieval_embodiment_share", "dataset_target_trajectories",
-    # the BC prior acting alone
-    "bc_alone_success", "bc_alone_success_any", "bc_alone_return", "bc_alone_episodes",
+    # the guidance prior acting alone (bc: GSA's BC prior, vae: the hybrid's action-replay decoder)
+    "prior_kind", "prior_alone_success", "prior_alone_success_any", "prior_alone_return", "prior_alone_episodes",
     # execution guidance: guided fraction of acting steps
     "guided_fraction_first", "guided_fraction_last", "guided_fraction_total",
     # the reward head on the target's successful offline episodes

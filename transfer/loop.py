@@ -62,6 +62,7 @@ class Trainer:
         self.acting_hooks: list = []    # (trainer, obs list, actions (N, A) np) -> executed actions (N, A)
         self.log_sources: list = []     # () -> {name: float}, merged into each train log row
         self.logger_rows: list = []     # {name: float} rows written once the logger exists (setup results)
+        self.priors: list = []          # (num_envs) -> GuidedActing whose prior acts whole episodes (diagnostics)
         self.rngs = {"replay": self.replay.rng}  # named numpy generators, saved and restored (see rng())
         for attach in components:
             attach(self)  # switches a part on: loss term, reward, batch source, prior...
@@ -203,21 +204,42 @@ class Trainer:
         protocol) or its mean (mode). Returns mean return, success at any step and success at the final
         step (Meta-World's score) over `episodes` episodes, and `sampled` (1: sampled actions)."""
         sample = self.cfg.trainer.eval_policy == "sample"
-        with EnvPool(self.eval_fns, self.cfg.trainer.parallel) as pool:
-            state = self.agent.initial_state(pool.num_envs)
-
-            def act(obs):
-                nonlocal state
-                batch_obs = {k: np.stack([o[k] for o in obs]) for k in ("image", "is_first")}
-                action, state = self.agent.policy(batch_obs, state, explore=sample)
-                return action
-            finished = run_episodes(pool, act, episodes, self.cfg.max_action_dim)
-        result = {**summarize(finished, "eval/"), "eval/sampled": float(sample)}
+        result = {**summarize(self._eval_episodes(episodes, sample)[0], "eval/"), "eval/sampled": float(sample)}
         if final:
             result = {k.replace("eval/", "final/"): v for k, v in result.items()}
         self.logger.write(self.step, result)
         log.info("step %d %s", self.step, " ".join(f"{k}={v:.3g}" for k, v in result.items()))
         return result
+
+    def evaluate_prior(self, episodes: int) -> dict:
+        """The method's guidance prior (the first of self.priors) acting alone for whole episodes on the
+        eval envs; the agent still filters every observation (the VAE prior acts on its features) and
+        sees the prior's actions. Returns prior/{return, success, success_final, episodes, guided}
+        (guided: the share of acting steps the prior took, 1.0). Not logged, nothing trained."""
+        if not self.priors:
+            raise ValueError(f"method={self.cfg.method.name} has no guidance prior to evaluate")
+        finished, guided = self._eval_episodes(episodes, sample=False, prior=self.priors[0])
+        return {**summarize(finished, "prior/"), "prior/guided": guided}
+
+    def _eval_episodes(self, episodes: int, sample: bool, prior=None) -> tuple[list[dict], float | None]:
+        """Episodes on the eval envs, acted by the agent (sampled or mean) or, with `prior` (num_envs ->
+        GuidedActing), by that prior, the executed action fed back to the agent's RSSM. Returns the
+        episode summaries and the share of acting steps the prior took (None without one)."""
+        with EnvPool(self.eval_fns, self.cfg.trainer.parallel) as pool:
+            state = self.agent.initial_state(pool.num_envs)
+            guide = prior(pool.num_envs) if prior else None
+            rng = np.random.default_rng(0)  # the always-on schedule draws nothing from it
+
+            def act(obs):
+                nonlocal state
+                batch_obs = {k: np.stack([o[k] for o in obs]) for k in ("image", "is_first")}
+                action, state = self.agent.policy(batch_obs, state, explore=sample)
+                if guide is not None:
+                    action = guide.apply(obs, action, 0, rng)[0]
+                    state["action"] = torch.as_tensor(action, device=self.device)
+                return action
+            finished = run_episodes(pool, act, episodes, self.cfg.max_action_dim)
+        return finished, (guide.guided_steps / max(guide.steps, 1) if guide is not None else None)
 
     def close(self):
         self.envs.close()

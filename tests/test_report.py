@@ -4,7 +4,9 @@ transfer.published: the transcription against the paper's own aggregate rows and
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import yaml
 
 from transfer import published as pub
 from transfer import report
+from transfer import runs as runs_mod
 
 EVAL_STEPS = (5000, 10000, 15000, 20000)
 
@@ -77,7 +80,7 @@ def test_grouping_means_ci_and_unfinished(runs, tmp_path):
     assert gsa["ci_high"] - gsa["ci_low"] < dreamer["ci_high"] - dreamer["ci_low"]
     # unfinished: the last eval value (the resumed run's redone eval) stands in, and a note names it
     assert partial["mean"] == pytest.approx(120.0) and partial["unfinished"] == 1 and partial["steps"] == "10000"
-    assert any("cheetah_run_hard-seed0" in n and "unfinished" in n for n in result["notes"])
+    assert any("dreamer/dmc-cheetah_run_hard/seed0" in n and "unfinished" in n for n in result["notes"])
     line = next(x for x in result["table"] if "cheetah_run_hard" in x)
     assert "n=1" in line and "1 (1 unfinished)" in line
     # the CI is reproducible (fixed random state) and single seeds get none
@@ -138,7 +141,7 @@ def test_no_runs_is_a_clear_error(tmp_path, capsys):
     assert report.main([str(tmp_path / "empty")]) == 1
     assert "no runs found" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        report.find_runs([tmp_path / "missing"])
+        runs_mod.find_runs([tmp_path / "missing"])
 
 
 def test_align_interpolates_on_the_union_of_steps():
@@ -168,7 +171,7 @@ def test_published_transcription():
 
 
 def test_method_labels_name_the_ablations():
-    from transfer.report import method_label
+    from transfer.runs import method_label
     assert method_label({"name": "dreamer"}) == "dreamer"
     assert method_label({"name": "finetune", "rehearsal": False, "guidance": False}) == "finetune"
     assert method_label({"name": "gsa", "rehearsal": True, "guidance": True}) == "gsa"
@@ -229,7 +232,7 @@ def test_diagnostics_table_per_run(runs, tmp_path):
     (gsa0 / "diagnostics.json").write_text(json.dumps(
         {"zeta_extra": 7, "reward_fit_r2": 0.712345, "retrieval_target_share": 0.8, "prior_alone_success": None,
          "guided_fraction_last": 0.1234, "weight_top": "drawer-open", "dataset": "/data/offline/mw"}))
-    (gsa1 / "diagnostics.json").write_text(json.dumps({"retrieval_target_share": 1.0, "prior_alone_return": 812.0}))
+    (gsa1 / "diagnostics.json").write_text(json.dumps({"retrieval_target_share": 1.0, "bc_alone_return": 812.0}))
     (runs / "dreamer" / "dmc-walker_walk-seed2" / "diagnostics.json").write_text("[1, 2]")  # not an object
     result = report.report([runs], tmp_path / "out", plots=False)
     assert [(r["label"], r["seed"]) for r in result["diagnostics"]] == [("gsa", 0), ("gsa", 1)]
@@ -237,14 +240,47 @@ def test_diagnostics_table_per_run(runs, tmp_path):
     md = result["md"].read_text()
     section = md[md.index("## Diagnostics (per run)"):].splitlines()
     head = [c.strip() for c in next(x for x in section if x.startswith("| label")).split("|")[1:-1]]
-    assert head == ["label", "task", "seed", "retrieval_target_share", "prior_alone_success", "prior_alone_return",
+    assert head == ["label", "task", "seed", "retrieval_target_share", "prior_kind", "prior_alone_success", "prior_alone_return",
                     "guided_fraction_last", "reward_fit_r2", "weight_top", "zeta_extra"]  # no dataset path
     cells = {c.split("|")[3].strip(): [x.strip() for x in c.split("|")[1:-1]] for c in section if "| gsa" in c}
-    assert cells["0"] == ["gsa", "walker_walk", "0", "0.8", "-", "-", "0.123", "0.712", "drawer-open", "7"]
-    assert cells["1"] == ["gsa", "walker_walk", "1", "1", "-", "812", "-", "-", "-", "-"]
+    assert cells["0"] == ["gsa", "walker_walk", "0", "0.8", "-", "-", "-", "0.123", "0.712", "drawer-open", "7"]
+    assert cells["1"] == ["gsa", "walker_walk", "1", "1", "bc", "-", "812", "-", "-", "-", "-"]  # an old file's key
     with open(tmp_path / "out" / "diagnostics.csv") as f:
         table = list(csv.DictReader(f))
     assert list(table[0])[:5] == ["label", "suite", "task", "seed", "run"]
     assert list(table[0])[-2:] == ["dataset", "zeta_extra"]  # known keys first, then the others by name
     assert table[0]["dataset"] == "/data/offline/mw" and float(table[0]["reward_fit_r2"]) == 0.712345
     assert table[1]["reward_fit_r2"] == "" and table[1]["prior_alone_return"] == "812.0"
+
+
+def test_an_archive_reports_as_its_run_directories(runs, tmp_path, capsys):
+    """--archive writes one compact gzip file (metrics, method config, diagnostics; no Hydra dump) that
+    the report reads back in place of the run directories, with the same tables; bad archives fail
+    with one line that says how to rewrite them."""
+    gsa0 = runs / "gsa" / "dmc-walker_walk-seed0"
+    (gsa0 / "diagnostics.json").write_text(json.dumps({"retrieval_target_share": 0.8, "prior_kind": "bc"}))
+    archive = tmp_path / "kept" / "runs.jsonl.gz"
+    assert report.main([str(runs), "--out", str(tmp_path / "dirs"), "--no-plots", "--archive", str(archive)]) == 0
+    first = archive.read_bytes()
+    report.report([runs], tmp_path / "again", plots=False, archive=archive)
+    assert archive.read_bytes() == first                     # the same runs give the same bytes
+    records = [json.loads(line) for line in gzip.decompress(first).decode().splitlines()]
+    assert len(records) == 7 and {"method", "suite", "task", "seed", "rows", "diagnostics"} == set(records[0])
+    assert {"retrieval_target_share": 0.8, "prior_kind": "bc"} in [r["diagnostics"] for r in records]
+    assert report.main([str(archive), "--out", str(tmp_path / "archived"), "--no-plots"]) == 0
+    for name in ("report.md", "report.csv", "diagnostics.csv"):
+        assert (tmp_path / "archived" / name).read_text() == (tmp_path / "dirs" / name).read_text(), name
+    assert ",gsa/dmc-walker_walk/seed0," in (tmp_path / "dirs" / "diagnostics.csv").read_text()  # no paths
+    copy = tmp_path / "copy"
+    shutil.copytree(runs / "gsa", copy)
+    with pytest.raises(ValueError, match="same method, task and seed"):  # a copy of a run is not another seed
+        report.report([runs / "gsa", copy], tmp_path / "x", plots=False, archive=tmp_path / "x.jsonl.gz")
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(gzip.compress(b'{"name": "a"}\n'))
+    capsys.readouterr()
+    assert report.main([str(broken), "--out", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert "line 1: not a run record" in err and "--archive" in err and len(err.strip().splitlines()) == 1
+    broken.write_bytes(b"not gzip")
+    assert report.main([str(broken), "--out", str(tmp_path / "b")]) == 1
+    assert "not a readable gzip run archive" in capsys.readouterr().err

@@ -50,13 +50,24 @@ def test_one_training_iteration_on_dmc(tmp_path):
     # evaluated again from its checkpoint with sampled actions (DreamerV3's protocol): a new final row
     from omegaconf import OmegaConf
     from transfer.evaluate import main as evaluate_main
-    from transfer.report import read_run
+    from transfer.runs import read_run
     (tmp_path / "hydra").mkdir()
     OmegaConf.save(cfg, tmp_path / "hydra" / "config.yaml")  # as transfer.run's Hydra writes it
     assert evaluate_main([str(tmp_path), "--policy", "sample", "--episodes", "1"]) == 0
     finals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if "final/return" in line]
     assert [(r["step"], r["final/sampled"]) for r in finals] == [(120, 0.0), (120, 1.0)]
     assert read_run(tmp_path).score("return")[0] == finals[-1]["final/return"]  # the report scores the latest
+    # a run made before trainer.eval_policy existed rebuilds with the behaviour it had (the actor's mean)
+    from omegaconf import open_dict
+    from transfer.evaluate import rebuild
+    with open_dict(cfg):
+        del cfg.trainer["eval_policy"]
+    OmegaConf.save(cfg, tmp_path / "hydra" / "config.yaml")
+    old = rebuild(tmp_path)
+    try:
+        assert old.cfg.trainer.eval_policy == "mode" and old.step == 120 and old.cfg.logger.wandb == "disabled"
+    finally:
+        old.close()
 
 
 def test_unknown_eval_policy_fails_clearly(tmp_path):

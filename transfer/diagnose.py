@@ -81,10 +81,8 @@ def prior_alone(run: pathlib.Path, cfg: dict, episodes: int) -> dict:
     method = cfg.get("method", {})
     if episodes <= 0 or not method.get("guidance") or not (run / "checkpoint.pt").exists():
         return {}
-    from transfer.loop import Trainer
-    conf = OmegaConf.create(cfg)  # the checkpoint's composed config
-    conf.logger.wandb = "disabled"
-    trainer = Trainer(conf, run)
+    from transfer.evaluate import rebuild
+    trainer = rebuild(run)
     try:
         out = trainer.evaluate_prior(episodes)
     finally:

@@ -37,6 +37,19 @@ CSV_ONLY = {"dataset"}
 HEAD = ["label", "suite", "task", "seed"]
 
 
+RENAMED = {"bc_alone_success": "prior_alone_success", "bc_alone_success_any": "prior_alone_success_any",
+           "bc_alone_return": "prior_alone_return", "bc_alone_episodes": "prior_alone_episodes"}  # before: BC only
+
+
+def upgrade(data: dict) -> dict:
+    """Diagnostics written by an older transfer.diagnose, under today's keys (bc_alone_* -> prior_alone_*
+    with prior_kind "bc": the only prior it measured)."""
+    if not any(k in data for k in RENAMED):
+        return data
+    out = {"prior_kind": "bc", **data}
+    return {RENAMED.get(k, k): v for k, v in out.items()}
+
+
 def read(run_dir: pathlib.Path) -> tuple[dict | None, str | None]:
     """(diagnostics, note): the run's diagnostics.json as a dict, None when absent or unreadable
     (then a note says why)."""
@@ -49,7 +62,7 @@ def read(run_dir: pathlib.Path) -> tuple[dict | None, str | None]:
         return None, f"{path}: not valid JSON ({err}); left out of the diagnostics table"
     if not isinstance(data, dict):
         return None, f"{path}: not a JSON object; left out of the diagnostics table"
-    return data, None
+    return upgrade(data), None
 
 
 def rows(groups) -> tuple[list[dict], list[str], list[str]]:
@@ -58,11 +71,11 @@ def rows(groups) -> tuple[list[dict], list[str], list[str]]:
     out, notes = [], []
     for (method, suite, task), runs in groups.items():
         for run in runs:
-            data, note = read(run.path)
-            if note:
-                notes.append(note)
+            data = run.diagnostics if isinstance(run.diagnostics, dict) else None
+            if run.note:
+                notes.append(run.note)
             if data is not None:
-                out.append({"label": method, "suite": suite, "task": task, "seed": run.seed, "run": str(run.path),
+                out.append({"label": method, "suite": suite, "task": task, "seed": run.seed, "run": run.name,
                             "values": data})
     found = {k for r in out for k in r["values"]}
     keys = [k for k in KNOWN if k in found] + sorted(found - set(KNOWN))

@@ -2,7 +2,7 @@
 
     python -m transfer.evaluate RUN_DIR [RUN_DIR ...] [--policy sample|mode] [--episodes 10]
 
-The run is rebuilt from its own config (RUN_DIR/hydra/config.yaml) and resumed from its checkpoint,
+The run is rebuilt from its own config (RUN_DIR/hydra/config.yaml) and resumed from its checkpoint (`rebuild`),
 exactly as training would resume, then evaluated for --episodes episodes on the evaluation envs with
 actions sampled from the actor (`sample`, DreamerV3's protocol and trainer.eval_policy's default) or
 its mean (`mode`). The result is appended to RUN_DIR/metrics.jsonl as a `final/*` row at the
@@ -19,16 +19,32 @@ import sys
 from omegaconf import OmegaConf, open_dict
 
 
-def evaluate_run(run_dir: pathlib.Path, policy: str, episodes: int) -> dict:
+# keys added after some runs were made -> the behaviour those runs had (filled in when they are rebuilt)
+ADDED_KEYS = {"trainer.eval_policy": "mode"}
+
+
+def rebuild(run_dir, **overrides):
+    """A finished (or checkpointed) run's Trainer, rebuilt from its own composed config (hydra/config.yaml,
+    else the one saved in its checkpoint) and resumed from its checkpoint, exactly as training would
+    resume; `overrides` are dotted keys set on the config (e.g. trainer.eval_policy="sample"). wandb is
+    off, so the run's wandb history is not rewritten. Close it when done."""
+    from core import checkpoint
     from transfer.loop import Trainer
+    run_dir = pathlib.Path(run_dir)
     config = run_dir / "hydra" / "config.yaml"
-    if not (run_dir / "checkpoint.pt").exists() or not config.exists():
-        raise SystemExit(f"{run_dir}: no checkpoint.pt or hydra/config.yaml; give a run directory of transfer.run")
-    cfg = OmegaConf.load(config)
+    if not (run_dir / "checkpoint.pt").exists():
+        raise SystemExit(f"{run_dir}: no checkpoint.pt; give a run directory of transfer.run")
+    cfg = OmegaConf.load(config) if config.exists() else OmegaConf.create(checkpoint.load(run_dir / "checkpoint.pt")["config"])
     with open_dict(cfg):
-        cfg.trainer.eval_policy = policy
-        cfg.logger.wandb = "disabled"  # the run's wandb history is not rewritten
-    trainer = Trainer(cfg, run_dir)
+        for key, value in {**ADDED_KEYS, **overrides}.items():
+            if key in overrides or OmegaConf.select(cfg, key) is None:
+                OmegaConf.update(cfg, key, value)
+        cfg.logger.wandb = "disabled"
+    return Trainer(cfg, run_dir)
+
+
+def evaluate_run(run_dir: pathlib.Path, policy: str, episodes: int) -> dict:
+    trainer = rebuild(run_dir, **{"trainer.eval_policy": policy})
     try:
         return trainer.evaluate(episodes, final=True)
     finally:

@@ -1,8 +1,9 @@
 """Compare methods over seeds: `python -m transfer.report RUN_DIR [RUN_DIR ...] [--out DIR]
 [--published gsa] [--metric auto|return|success]`.
 
-Each RUN_DIR is a run directory (metrics.jsonl next to hydra/config.yaml, as transfer.run writes it)
-or a folder searched recursively for such runs. Runs are grouped by (method.name, env.suite, task)
+Each RUN_DIR is a run directory (metrics.jsonl next to hydra/config.yaml, as transfer.run writes it),
+a folder searched recursively for such runs, or a compact run archive (*.jsonl.gz, transfer/runs.py,
+written by --archive FILE: one file in place of the run directories, e.g. for results kept in git). Runs are grouped by (method.name, env.suite, task)
 from their composed config; their seeds are the repeats. Writes to DIR (default runs/report):
 
 - report.csv / report.md: per method and task the number of seeds, the mean final score and a 95%
@@ -25,129 +26,20 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
-import os
 import pathlib
 import sys
-from dataclasses import dataclass, field
 
 import numpy as np
-import yaml
 
 from transfer import diagnostics_table as diag
 from transfer import published as pub
+from transfer.runs import KEYS, Run, find_runs, write_archive
 from transfer import weights
 
-KEYS = {"return": ("final/return", "eval/return"), "success": ("final/success_final", "eval/success_final")}
 LABELS = {"return": "eval return", "success": "eval success at the final step"}
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 0
-
-
-@dataclass
-class Run:
-    """One run directory: its identity from hydra/config.yaml and its metric rows."""
-    path: pathlib.Path
-    method: str
-    suite: str
-    task: str
-    seed: int
-    rows: list[dict] = field(repr=False)
-
-    def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """(steps, values) of `key`, sorted by step; a step logged twice (a resumed run redoes the
-        steps after its last checkpoint) keeps its last value."""
-        points = {row["step"]: row[key] for row in self.rows if key in row and row[key] is not None}
-        steps = sorted(points)
-        return np.array(steps, dtype=float), np.array([points[s] for s in steps], dtype=float)
-
-    def score(self, metric: str) -> tuple[float | None, int | None, bool]:
-        """(score, its step, finished): the final row's value, else the last eval value (unfinished)."""
-        final_key, eval_key = KEYS[metric]
-        for key, finished in ((final_key, True), (eval_key, False)):
-            steps, values = self.series(key)
-            if len(steps):
-                return float(values[-1]), int(steps[-1]), finished
-        return None, None, False
-
-
-def read_run(run_dir: pathlib.Path) -> Run:
-    """Read one run directory (metrics.jsonl + hydra/config.yaml); skips unreadable metric lines
-    (a run killed mid-write can leave a partial last line)."""
-    cfg = yaml.safe_load((run_dir / "hydra" / "config.yaml").read_text()) or {}
-    rows = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "step" in row:
-            rows.append(row)
-    return Run(run_dir, method_label(cfg.get("method") or {}), str((cfg.get("env") or {}).get("suite", "?")),
-               str(cfg.get("task", "?")), int(cfg.get("seed", 0)), rows)
-
-
-# (key path in the method config, the value that marks an ablation, suffix in the method label)
-ABLATIONS = [("rehearsal", False, "no-rehearsal"), ("guidance", False, "no-guidance"),
-             ("distill.enabled", False, "no-distill"), ("distill.weights", "uniform", "uniform-weights"),
-             ("action_replay.enabled", False, "no-replay")]
-
-
-def method_label(method: dict) -> str:
-    """method.name plus the ablation switches that are set, e.g. "gsa no-guidance"; method=hybrid
-    with prior=bc becomes "hybrid bc-prior"; a hybrid without the residual distiller or the VAE
-    pretraining (its defaults) is marked "plain-distiller" / "untrained-prior"; a distillation scale
-    other than 1 is marked "alpha=0.1". (method=finetune is gsa's config with both switches off
-    but its own name, so it stays "finetune".)"""
-    def get(path):
-        node = method
-        for key in path.split("."):
-            node = node.get(key) if isinstance(node, dict) else None
-        return node
-    name, parts = str(method.get("name", "?")), []
-    if name in ("gsa", "hybrid", "vid2act"):
-        parts = [label for key, value, label in ABLATIONS if get(key) == value]
-        if name == "vid2act" and get("actor_input") is False:
-            parts.append("no-actor-input")
-        if name == "hybrid" and get("prior") == "bc":
-            parts.append("bc-prior")
-        if name == "hybrid" and get("actor_input") is True:
-            parts.append("actor-input")
-        alpha = get("distill.alpha")
-        if get("distill.enabled") is not False and alpha is not None and float(alpha) != 1.0:
-            parts.append(f"alpha={float(alpha):g}")  # a weaker or stronger distillation than the default 1
-        residual, pretrain = get("distill.residual") is True, bool(get("action_replay.pretrain_steps"))
-        if name == "hybrid":  # both on by default (runs before these switches existed had neither)
-            if get("distill.enabled") is not False and not residual:
-                parts.append("plain-distiller")
-            if get("prior") != "bc" and get("action_replay.enabled") is not False and not pretrain:
-                parts.append("untrained-prior")
-        elif name == "vid2act":  # both off by default
-            parts += ["residual-distiller"] * residual + ["pretrained-vae"] * pretrain
-    return " ".join([name, *dict.fromkeys(parts)])
-
-
-def is_run(path: pathlib.Path) -> bool:
-    return (path / "metrics.jsonl").is_file() and (path / "hydra" / "config.yaml").is_file()
-
-
-def find_runs(paths) -> list[Run]:
-    """Every run directory given, or found under the given folders (each counted once)."""
-    found: dict[pathlib.Path, None] = {}
-    for path in map(pathlib.Path, paths):
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist")
-        for folder, subdirs, _ in os.walk(path):
-            subdirs.sort()
-            if is_run(pathlib.Path(folder)):
-                found[pathlib.Path(folder).resolve()] = None
-                subdirs.clear()  # a run's replay/, wandb/, ... hold no further runs
-    if not found:
-        raise FileNotFoundError(
-            f"no runs found in {', '.join(map(str, paths))}: a run directory holds metrics.jsonl next to "
-            f"hydra/config.yaml (what `python -m transfer.run` writes under runs/<method>/<suite>-<task>-seed<seed>/)")
-    return [read_run(p) for p in found]
 
 
 def group_runs(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
@@ -155,7 +47,7 @@ def group_runs(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
     groups: dict[tuple[str, str, str], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.method, run.suite, run.task), []).append(run)
-    return {k: sorted(groups[k], key=lambda r: (r.seed, str(r.path)))
+    return {k: sorted(groups[k], key=lambda r: (r.seed, r.name))
             for k in sorted(groups, key=lambda k: (k[1], k[2], k[0]))}
 
 
@@ -197,9 +89,9 @@ def summarize(groups, metric: str = "auto", published: str | None = None) -> tup
         unfinished = [(run, step) for run, v, step, done in scored if v is not None and not done]
         for run, v, _, _ in scored:
             if v is None:
-                notes.append(f"{run.path}: no {KEYS[name][0]} or {KEYS[name][1]} logged yet; left out")
+                notes.append(f"{run.name}: no {KEYS[name][0]} or {KEYS[name][1]} logged yet; left out")
         for run, step in unfinished:
-            notes.append(f"{run.path}: unfinished (no {KEYS[name][0]}); its last {KEYS[name][1]} "
+            notes.append(f"{run.name}: unfinished (no {KEYS[name][0]}); its last {KEYS[name][1]} "
                          f"at step {step} stands in")
         seeds = [run.seed for run, v, _, _ in scored if v is not None]
         if len(set(seeds)) < len(seeds):
@@ -321,11 +213,14 @@ def plot_curves(groups, metric: str, out: pathlib.Path, published: str | None = 
 
 
 def report(paths, out="runs/report", published: str | None = None, metric: str = "auto",
-           plots: bool = True) -> dict:
-    """Find, group, summarise and write everything; returns {rows, notes, table, csv, md, plots}."""
+           plots: bool = True, archive=None) -> dict:
+    """Find, group, summarise and write everything (and, with `archive`, the runs' compact archive, see
+    transfer/runs.py); returns {rows, notes, table, csv, md, plots, weights, diagnostics, archive}."""
     if published and published not in pub.PUBLISHED:
         raise KeyError(f"--published {published}: known sources are {', '.join(pub.PUBLISHED)}")
     groups = group_runs(find_runs(paths))
+    if archive:
+        archive = write_archive([r for runs in groups.values() for r in runs], archive)
     rows, paper_cols, notes = summarize(groups, metric, published)
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -358,7 +253,7 @@ def report(paths, out="runs/report", published: str | None = None, metric: str =
     md_path = out / "report.md"
     md_path.write_text("\n".join(text) + "\n")
     return dict(rows=rows, notes=notes, table=table, csv=csv_path, md=md_path, plots=pngs, weights=wrows,
-                diagnostics=drows)
+                diagnostics=drows, archive=archive)
 
 
 def main(argv=None) -> int:
@@ -369,16 +264,23 @@ def main(argv=None) -> int:
     parser.add_argument("--metric", choices=["auto", "return", "success"], default="auto",
                         help="final score: return, success (at the final step), or auto (success on Meta-World)")
     parser.add_argument("--no-plots", action="store_true", help="skip the learning-curve PNGs")
+    parser.add_argument("--archive", metavar="FILE.jsonl.gz",
+                        help="also write the runs' compact archive (metrics, method config, diagnostics), "
+                             "which this command reads back in place of the run directories")
     args = parser.parse_args(argv)
+    if args.archive and not args.archive.endswith(".jsonl.gz"):
+        parser.error(f"--archive {args.archive}: name the archive *.jsonl.gz")
     try:
-        result = report(args.run_dirs, args.out, args.published, args.metric, plots=not args.no_plots)
-    except FileNotFoundError as err:
+        result = report(args.run_dirs, args.out, args.published, args.metric, plots=not args.no_plots,
+                        archive=args.archive)
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print("\n".join(result["table"]))
     for note in result["notes"]:
         print(f"note: {note}")
-    print(f"wrote {result['csv']}, {result['md']}" + "".join(f", {p}" for p in result["plots"]))
+    print(f"wrote {result['csv']}, {result['md']}" + "".join(f", {p}" for p in result["plots"])
+          + (f", {result['archive']}" if result["archive"] else ""))
     return 0
 
 

@@ -248,7 +248,7 @@ def run_all(jobs: list[Job], n_jobs: int = 1, with_diagnose: bool = True) -> lis
 def label_clashes(jobs: list[Job]) -> list[str]:
     """Sweep labels whose runs the report would merge (the report groups by the method label read from
     each run's config, e.g. "gsa no-guidance", not by the sweep's label)."""
-    from transfer.report import is_run, read_run
+    from transfer.runs import is_run, read_run
     seen: dict[tuple[str, str], set[str]] = {}
     for job in jobs:
         if is_run(job.run_dir):

@@ -1,0 +1,189 @@
+"""Run records for transfer.report: read from run directories or from a compact archive.
+
+A run directory is what `python -m transfer.run` writes: metrics.jsonl next to hydra/config.yaml (and,
+after `python -m transfer.diagnose`, diagnostics.json). A run archive (`*.jsonl.gz`, written by
+`python -m transfer.report ... --archive FILE`) keeps only what a report needs, one JSON line per run:
+
+    {"method": {...the method config...}, "suite": "metaworld",
+     "task": "drawer-open", "seed": 0, "rows": [...every metrics.jsonl row...], "diagnostics": {...} | null}
+
+so results kept in the repository need no Hydra dumps, checkpoints or duplicates; a report built from
+the archive equals the one built from the run directories.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pathlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import yaml
+
+from transfer import diagnostics_table as diag
+
+KEYS = {"return": ("final/return", "eval/return"), "success": ("final/success_final", "eval/success_final")}
+ARCHIVE_SUFFIX = ".jsonl.gz"
+
+
+@dataclass
+class Run:
+    """One run: its identity (method label from the method config, suite, task, seed), its metric rows
+    and its diagnostics; `name` (method/suite-task/seedK) names it in notes, tables and archives."""
+    path: pathlib.Path
+    method: str
+    suite: str
+    task: str
+    seed: int
+    rows: list[dict] = field(repr=False)
+    method_config: dict = field(default_factory=dict, repr=False)
+    diagnostics: dict | None = field(default=None, repr=False)
+    note: str | None = None  # why an existing diagnostics.json was left out
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}/{self.suite}-{self.task}/seed{self.seed}"
+
+    def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of `key`, sorted by step; a step logged twice (a resumed run redoes the
+        steps after its last checkpoint) keeps its last value."""
+        points = {row["step"]: row[key] for row in self.rows if key in row and row[key] is not None}
+        steps = sorted(points)
+        return np.array(steps, dtype=float), np.array([points[s] for s in steps], dtype=float)
+
+    def score(self, metric: str) -> tuple[float | None, int | None, bool]:
+        """(score, its step, finished): the final row's value, else the last eval value (unfinished)."""
+        final_key, eval_key = KEYS[metric]
+        for key, finished in ((final_key, True), (eval_key, False)):
+            steps, values = self.series(key)
+            if len(steps):
+                return float(values[-1]), int(steps[-1]), finished
+        return None, None, False
+
+
+def read_run(run_dir: pathlib.Path) -> Run:
+    """Read one run directory (metrics.jsonl + hydra/config.yaml); skips unreadable metric lines
+    (a run killed mid-write can leave a partial last line)."""
+    cfg = yaml.safe_load((run_dir / "hydra" / "config.yaml").read_text()) or {}
+    diagnostics, note = diag.read(run_dir)
+    rows = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    method = cfg.get("method") or {}
+    return Run(run_dir, method_label(method), str((cfg.get("env") or {}).get("suite", "?")), str(cfg.get("task", "?")),
+               int(cfg.get("seed", 0)), rows, method, diagnostics, note)
+
+
+# (key path in the method config, the value that marks an ablation, suffix in the method label)
+ABLATIONS = [("rehearsal", False, "no-rehearsal"), ("guidance", False, "no-guidance"),
+             ("distill.enabled", False, "no-distill"), ("distill.weights", "uniform", "uniform-weights"),
+             ("action_replay.enabled", False, "no-replay")]
+
+
+def method_label(method: dict) -> str:
+    """method.name plus the ablation switches that are set, e.g. "gsa no-guidance"; method=hybrid
+    with prior=bc becomes "hybrid bc-prior"; a hybrid without the residual distiller or the VAE
+    pretraining (its defaults) is marked "plain-distiller" / "untrained-prior"; a distillation scale
+    other than 1 is marked "alpha=0.1". (method=finetune is gsa's config with both switches off
+    but its own name, so it stays "finetune".)"""
+    def get(path):
+        node = method
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+    name, parts = str(method.get("name", "?")), []
+    if name in ("gsa", "hybrid", "vid2act"):
+        parts = [label for key, value, label in ABLATIONS if get(key) == value]
+        if name == "vid2act" and get("actor_input") is False:
+            parts.append("no-actor-input")
+        if name == "hybrid" and get("prior") == "bc":
+            parts.append("bc-prior")
+        if name == "hybrid" and get("actor_input") is True:
+            parts.append("actor-input")
+        alpha = get("distill.alpha")
+        if get("distill.enabled") is not False and alpha is not None and float(alpha) != 1.0:
+            parts.append(f"alpha={float(alpha):g}")  # a weaker or stronger distillation than the default 1
+        residual, pretrain = get("distill.residual") is True, bool(get("action_replay.pretrain_steps"))
+        if name == "hybrid":  # both on by default (runs before these switches existed had neither)
+            if get("distill.enabled") is not False and not residual:
+                parts.append("plain-distiller")
+            if get("prior") != "bc" and get("action_replay.enabled") is not False and not pretrain:
+                parts.append("untrained-prior")
+        elif name == "vid2act":  # both off by default
+            parts += ["residual-distiller"] * residual + ["pretrained-vae"] * pretrain
+    return " ".join([name, *dict.fromkeys(parts)])
+
+
+def is_run(path: pathlib.Path) -> bool:
+    return (path / "metrics.jsonl").is_file() and (path / "hydra" / "config.yaml").is_file()
+
+
+def find_runs(paths) -> list[Run]:
+    """Every run directory given, or found under the given folders (each counted once), and every run
+    of the given archives (*.jsonl.gz)."""
+    found: dict[pathlib.Path, None] = {}
+    archived: list[Run] = []
+    for path in map(pathlib.Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+        if path.is_file() and path.name.endswith(ARCHIVE_SUFFIX):
+            archived += read_archive(path)
+            continue
+        for folder, subdirs, _ in os.walk(path):
+            subdirs.sort()
+            if is_run(pathlib.Path(folder)):
+                found[pathlib.Path(folder).resolve()] = None
+                subdirs.clear()  # a run's replay/, wandb/, ... hold no further runs
+    if not found and not archived:
+        raise FileNotFoundError(
+            f"no runs found in {', '.join(map(str, paths))}: a run directory holds metrics.jsonl next to "
+            f"hydra/config.yaml (what `python -m transfer.run` writes under runs/<method>/<suite>-<task>-seed<seed>/), "
+            f"an archive is a *{ARCHIVE_SUFFIX} file of `transfer.report --archive`")
+    return [read_run(p) for p in found] + archived
+
+
+def write_archive(runs: list[Run], path) -> pathlib.Path:
+    """One JSON line per run (see the module doc), gzip-compressed, in the order given; names must differ."""
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"runs of the same method, task and seed cannot share an archive: "
+                         f"{sorted({n for n in names if names.count(n) > 1})}")
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"method": r.method_config, "suite": r.suite, "task": r.task, "seed": r.seed,
+                         "rows": r.rows, "diagnostics": r.diagnostics}) for r in runs]
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:  # same runs, same bytes
+        f.write(("\n".join(lines) + "\n").encode())
+    return path
+
+
+def read_archive(path) -> list[Run]:
+    """The runs of an archive; a line that is not a run record fails with its line number."""
+    path, runs = pathlib.Path(path), []
+    try:
+        lines = gzip.open(path, "rt", encoding="utf-8").read().splitlines()
+    except (OSError, EOFError) as err:
+        raise FileNotFoundError(f"{path}: not a readable gzip run archive ({err}); rewrite it with "
+                                f"`python -m transfer.report RUN_DIRS --archive {path.name}`") from err
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            method = r["method"] or {}
+            run = Run(path, method_label(method), str(r["suite"]), str(r["task"]), int(r["seed"]), list(r["rows"]),
+                      method, diag.upgrade(r["diagnostics"]) if isinstance(r.get("diagnostics"), dict) else None)
+            run.path = path / run.name
+            runs.append(run)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise FileNotFoundError(f"{path}, line {i}: not a run record ({err!r}); rewrite the archive with "
+                                    f"`python -m transfer.report RUN_DIRS --archive {path.name}`") from err
+    return runs
+
+

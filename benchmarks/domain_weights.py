@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -67,7 +66,6 @@ def main(argv=None):
     p.add_argument("--out", default="domain_weights", help="results name: benchmarks/results/NAME.json")
     p.add_argument("overrides", nargs="*", help="transfer.run overrides for the student run")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     rows = []
     for seed in args.seeds:
         rows += one_seed(pathlib.Path(args.dir), seed, args.teacher_steps, args.frames, args.overrides, args.out)

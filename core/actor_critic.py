@@ -99,54 +99,73 @@ class ActorCritic(nn.Module):
     def value(self, feat: torch.Tensor, slow: bool = False) -> torch.Tensor:
         return self.twohot.decode((self.slow_critic if slow else self.critic)(feat))
 
-    def imagine(self, wm, start: dict, horizon: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def imagine(self, wm, start: dict, horizon: int, with_dist: bool = False):
         """Roll the actor through the prior from N start states. Returns feats (H+1, N, F), the
-        executed (clipped) actions (H, N, A) and the raw samples (H, N, A) for log-probs."""
-        state, feats, actions, raws = start, [wm.rssm.feat(start)], [], []
+        executed (clipped) actions (H, N, A) and the raw samples (H, N, A) for log-probs; with
+        `with_dist` also the actor's mean and std at each step (H, N, A), computed with gradients to
+        the actor's parameters even under no_grad (REINFORCE reuses them instead of running the actor
+        again on the same states); the rollout itself stays off the graph."""
+        state, feats, actions, raws, means, stds = start, [wm.rssm.feat(start)], [], [], [], []
         for _ in range(horizon):
-            mean, std = self.actor(self.actor_in(feats[-1]))
-            action, raw = self.actor.draw(mean, std)
+            with torch.enable_grad() if with_dist else contextlib.nullcontext():
+                mean, std = self.actor(self.actor_in(feats[-1]))
+            means.append(mean), stds.append(std)
+            action, raw = self.actor.draw(mean.detach(), std.detach()) if with_dist else self.actor.draw(mean, std)
             state = wm.rssm.img_step(state, action)
             feats.append(wm.rssm.feat(state)), actions.append(action), raws.append(raw)
-        return torch.stack(feats), torch.stack(actions), torch.stack(raws)
+        out = torch.stack(feats), torch.stack(actions), torch.stack(raws)
+        if not with_dist:
+            return out
+        with torch.enable_grad():  # stacking under no_grad would cut the graph
+            return (*out, torch.stack(means), torch.stack(stds))
 
-    def targets(self, feats: torch.Tensor, reward: torch.Tensor, cont: torch.Tensor):
+    def targets(self, feats: torch.Tensor, reward: torch.Tensor, cont: torch.Tensor, value: torch.Tensor | None = None):
         """feats (H+1, N, F), reward and cont (H, N) -> lambda-returns (H, N), the values they bootstrap
-        from (H+1, N) and the step weights (H, N).
+        from (H+1, N; `value` when given) and the step weights (H, N).
 
         DreamerV3 (ac.slow_target=false, ac.discount_weight=true): returns and the advantage baseline use
         the fast critic (the slow one only regularises it), and imagined step t is weighted by
         prod_{i<t} gamma * cont_i. The rule before 2026-11 (true / false): the slow critic, weights
         prod_{i<t} cont_i (1 everywhere without a continue head)."""
         c = self.cfg
-        value = self.value(feats, slow=c.slow_target)                  # (H+1, N)
+        value = self.value(feats, slow=c.slow_target) if value is None else value  # (H+1, N)
         ret = lambda_returns(reward, c.discount * cont, value, c.lam)  # (H, N)
         step_disc = c.discount * cont if c.discount_weight else cont   # (H, N)
         weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), step_disc[:-1]]), 0).detach()  # (H, N)
         return ret, value, weight
 
     def loss(self, wm, start: dict) -> tuple[torch.Tensor, dict]:
-        """start: posterior states with (N, ...) leaves, detached. Returns actor+critic loss."""
+        """start: posterior states with (N, ...) leaves, detached. Returns actor+critic loss.
+
+        Each network runs once per imagined state: with REINFORCE the actor's distributions from the
+        rollout are reused for log-probs and entropy, and the fast critic's one forward pass gives both
+        the values the returns bootstrap from (detached) and its own loss (with dynamics backprop the
+        values must carry gradients to the states through a frozen critic, so the critic runs twice)."""
         c = self.cfg
-        with frozen(wm), frozen(self.critic), torch.set_grad_enabled(c.grad == "dynamics"):
-            feats, actions, raws = self.imagine(wm, start, c.horizon)
+        reinforce = c.grad != "dynamics"
+        with frozen(wm), frozen(self.critic), torch.set_grad_enabled(not reinforce):
+            feats, actions, raws, *dist = self.imagine(wm, start, c.horizon, with_dist=reinforce)
             if self.reward_fn is None:
                 reward = wm.predict_reward(feats[1:])                  # (H, N)
             else:
                 reward = self.reward_fn(wm, feats, actions)            # (H, N)
             cont = wm.predict_cont(feats[1:])
             cont = torch.ones_like(reward) if cont is None else cont  # (H, N)
-            ret, value, weight = self.targets(feats, reward, cont)
+        shared = reinforce and not c.slow_target  # one fast-critic pass serves targets and critic loss
+        logits = self.critic(feats.detach()) if shared else None      # (H+1, N, bins)
+        with torch.set_grad_enabled(not reinforce), frozen(self.critic):
+            ret, value, weight = self.targets(feats, reward, cont,
+                                              self.twohot.decode(logits).detach() if shared else None)
         scale = self.retnorm.update(ret)
         adv = (ret - value[:-1].detach()) / scale
-        mean, std = self.actor(self.actor_in(feats[:-1].detach()))
+        mean, std = dist if reinforce else self.actor(self.actor_in(feats[:-1].detach()))  # (H, N, A)
         entropy = self.actor.entropy(std)
         if c.grad == "dynamics":
             actor_obj = adv
         else:
             actor_obj = self.actor.log_prob(raws.detach(), mean, std) * adv.detach()
         actor_loss = -(weight * (actor_obj + c.entropy * entropy)).mean()
-        logits = self.critic(feats[:-1].detach())
+        logits = logits[:-1] if shared else self.critic(feats[:-1].detach())  # (H, N, bins)
         critic_loss = self.twohot.loss(logits, ret.detach())
         critic_loss = critic_loss + c.slow_reg * self.twohot.loss(logits, self.value(feats[:-1].detach(), slow=True))
         critic_loss = (weight * critic_loss).mean()

@@ -146,3 +146,54 @@ def test_return_targets_dreamerv3_and_legacy(tiny_cfg, slow_target, discount_wei
     g = cfg.discount if discount_weight else 1.0
     expected = torch.tensor([1.0, g, g * g, g * g * g * 0.5, g ** 4 * 0.5])[:, None].expand(h, n)
     torch.testing.assert_close(weight, expected)
+
+
+def reference_ac_loss(ac, wm, start):
+    """The actor-critic loss as it was before each network ran once per imagined state: the actor again
+    on the rollout's states, the fast critic once for targets and once for its loss."""
+    from core.actor_critic import frozen
+    c = ac.cfg
+    with frozen(wm), frozen(ac.critic), torch.set_grad_enabled(c.grad == "dynamics"):
+        feats, actions, raws = ac.imagine(wm, start, c.horizon)
+        reward = wm.predict_reward(feats[1:])
+        cont = wm.predict_cont(feats[1:])
+        cont = torch.ones_like(reward) if cont is None else cont
+        ret, value, weight = ac.targets(feats, reward, cont)
+    scale = ac.retnorm.update(ret)
+    adv = (ret - value[:-1].detach()) / scale
+    mean, std = ac.actor(ac.actor_in(feats[:-1].detach()))
+    entropy = ac.actor.entropy(std)
+    obj = adv if c.grad == "dynamics" else ac.actor.log_prob(raws.detach(), mean, std) * adv.detach()
+    actor_loss = -(weight * (obj + c.entropy * entropy)).mean()
+    logits = ac.critic(feats[:-1].detach())
+    critic_loss = ac.twohot.loss(logits, ret.detach()) + c.slow_reg * ac.twohot.loss(
+        logits, ac.value(feats[:-1].detach(), slow=True))
+    return actor_loss + (weight * critic_loss).mean()
+
+
+@pytest.mark.parametrize("grad,slow_target", [("reinforce", False), ("reinforce", True), ("dynamics", False)])
+def test_actor_critic_runs_each_network_once_with_the_same_loss(tiny_cfg, grad, slow_target):
+    """Reusing the rollout's actor distributions (REINFORCE) and one fast-critic pass gives the same loss
+    and the same gradients as running the actor and the critic again on the same states."""
+    import copy
+    tiny_cfg.model.ac.grad, tiny_cfg.model.ac.slow_target = grad, slow_target
+    agent = make_agent(tiny_cfg)
+    with torch.no_grad():  # a critic that is not all zeros, and a slow critic that differs from it
+        for p in agent.ac.critic.parameters():
+            p.normal_(0, 0.05)
+    post, _ = agent.wm.observe(fake_batch())
+    start = {k: v.flatten(0, 1).detach() for k, v in post.items()}
+    twin = copy.deepcopy(agent.ac)
+    calls = {"actor": 0}
+    agent.ac.actor.register_forward_hook(lambda *_: calls.__setitem__("actor", calls["actor"] + 1))
+    torch.manual_seed(1)
+    loss, _ = agent.ac.loss(agent.wm, start)
+    torch.manual_seed(1)
+    expected = reference_ac_loss(twin, agent.wm, start)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    loss.backward(), expected.backward()
+    for (name, p), q in zip(agent.ac.named_parameters(), twin.parameters()):
+        if p.grad is not None or q.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+    horizon = tiny_cfg.model.ac.horizon
+    assert calls["actor"] == (horizon if grad == "reinforce" else horizon + 1)  # once per imagined state

@@ -232,6 +232,11 @@ def tasks(env_cfg: dict) -> list[TaskInfo]:
     return rows
 
 
+def embodiment(task: str) -> str:
+    """The body a task runs on, for any name `resolve_task` accepts ("cheetah_run_hard" -> "cheetah")."""
+    return resolve_task(task)[0]
+
+
 def is_custom(name: str) -> bool:
     """True for the tasks this project adds to dm_control (defined in envs/dmc_tasks.py) and their
     "_hard" variants; hard variants of dm_control's own tasks (cheetah_run_hard) are not custom."""

@@ -62,3 +62,12 @@ def test_policy_fit_compares_native_dims_where_the_expert_moves():
     assert same["policy_expert_mse"] == 0.0 and same["policy_expert_sign"] == 1.0
     flipped = policy_fit([-np.clip(expert[0], -1, 1)], expert, 3)
     assert flipped["policy_expert_sign"] == 0.0 and flipped["expert_action_mean"] == [0.0, 0.125, 0.4]
+
+
+def test_target_embodiment_without_episodes_of_the_task():
+    """GSA's hard DMC tasks have no episodes of their own in a dataset (its cheetah data are cheetah_run's):
+    the embodiment for retrieval purity comes from the suite."""
+    from transfer.diagnose import target_embodiment
+    assert target_embodiment({"env": {"suite": "dmc"}, "task": "cheetah_run_hard"}) == "cheetah"
+    assert target_embodiment({"env": {"suite": "dmc"}, "task": "walker_walk"}) == "walker"
+    assert target_embodiment({"env": {"suite": "metaworld", "action_repeat": 2}, "task": "door-unlock"}) == "sawyer"

@@ -59,6 +59,16 @@ def target_rows(dataset, cfg: dict) -> list[int]:
     return [i for i, r in enumerate(dataset.meta) if r.get("task") == cfg["task"] and r.get("suite") == suite]
 
 
+def target_embodiment(cfg: dict) -> str | None:
+    """The target's embodiment when the dataset holds no episode of the task itself (e.g. GSA's
+    cheetah_run_hard, whose data are cheetah_run's): the suite's own rule, else its task registry."""
+    from envs import suite_module
+    module = suite_module(cfg["env"]["suite"])
+    if hasattr(module, "embodiment"):
+        return module.embodiment(cfg["task"])
+    return next((r.embodiment for r in module.tasks(cfg["env"]) if r.task == cfg["task"]), None)
+
+
 def retrieval_purity(run: pathlib.Path, cfg: dict, dataset) -> dict:
     path = run / "retrieved.json"
     if not path.exists() or dataset is None:
@@ -66,7 +76,7 @@ def retrieval_purity(run: pathlib.Path, cfg: dict, dataset) -> dict:
     ids = set(json.loads(path.read_text()))
     rows = [r for r in dataset.meta if r["id"] in ids]
     own = [dataset.meta[i] for i in target_rows(dataset, cfg)]
-    embodiment = own[0]["embodiment"] if own else None
+    embodiment = own[0]["embodiment"] if own else target_embodiment(cfg)
     n = max(len(rows), 1)
     return {"retrieval_trajectories": len(rows),
             "retrieval_target_share": sum(r["task"] == cfg["task"] for r in rows) / n,

@@ -36,3 +36,50 @@ def test_the_check_sees_lazy_imports(tmp_path):
     source = tmp_path / "m.py"
     source.write_text("import os\n\ndef f():\n    from transfer.loop import Trainer\n    import core.nets as n\n")
     assert imported_packages(source) == {("os", 1), ("transfer", 4), ("core", 5)}
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Project module -> the project modules it imports (lazy imports included; `from pkg import mod` counts
+    as importing pkg.mod)."""
+    files = {}
+    for package in ALLOWED:
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            files[name[:-len(".__init__")] if name.endswith(".__init__") else name] = path
+    graph = {}
+    for name, path in files.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in files}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                for a in node.names:
+                    full = f"{node.module}.{a.name}"
+                    deps.add(full if full in files else node.module)
+        graph[name] = {d for d in deps if d in files and d != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found, state, path = [], {}, []
+
+    def visit(u):
+        state[u] = "open"
+        path.append(u)
+        for v in sorted(graph[u]):
+            if state.get(v) == "open":
+                found.append(path[path.index(v):] + [v])
+            elif v not in state:
+                visit(v)
+        path.pop()
+        state[u] = "done"
+    for u in sorted(graph):
+        if u not in state:
+            visit(u)
+    return found
+
+
+def test_no_import_cycles_between_modules():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]  # the check works
+    found = cycles(module_graph())
+    assert not found, "import cycles:\n" + "\n".join(" -> ".join(c) for c in found)

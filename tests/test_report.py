@@ -147,7 +147,7 @@ def test_no_runs_is_a_clear_error(tmp_path, capsys):
 def test_align_interpolates_on_the_union_of_steps():
     a = (np.array([0.0, 10.0, 20.0]), np.array([0.0, 10.0, 20.0]))
     b = (np.array([0.0, 5.0, 15.0]), np.array([10.0, 20.0, 40.0]))
-    steps, mean, lo, hi = report.align([a, b])
+    steps, mean, lo, hi = runs_mod.align([a, b])
     assert steps.tolist() == [0, 5, 10, 15, 20]
     assert mean.tolist() == [5.0, 12.5, 20.0, 27.5, 20.0]  # b ends at 15: step 20 is a alone
     assert lo.tolist() == [0.0, 5.0, 10.0, 15.0, 20.0] and hi.tolist() == [10.0, 20.0, 30.0, 40.0, 20.0]

@@ -34,7 +34,7 @@ import numpy as np
 
 from transfer import diagnostics_table as diag
 from transfer import published as pub
-from transfer.runs import KEYS, Run, find_runs, write_archive
+from transfer.runs import KEYS, Run, align, find_runs, write_archive
 from transfer import weights
 
 LABELS = {"return": "eval return", "success": "eval success at the final step"}
@@ -155,20 +155,6 @@ def write_csv(rows: list[dict], paper_cols: list[str], path: pathlib.Path) -> pa
             writer.writerow({k: "" if r.get(k) is None or (isinstance(r.get(k), float) and math.isnan(r[k]))
                              else r[k] for k in cols})
     return path
-
-
-def align(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(steps, mean, min, max) over runs on the union of their eval steps; each run is linearly
-    interpolated between its own evaluations and absent outside them (no extrapolation)."""
-    curves = [(s, v) for s, v in curves if len(s)]
-    if not curves:
-        return (np.array([]),) * 4
-    steps = np.unique(np.concatenate([s for s, _ in curves]))
-    grid = np.full((len(curves), len(steps)), np.nan)
-    for i, (s, v) in enumerate(curves):
-        inside = (steps >= s[0]) & (steps <= s[-1])
-        grid[i, inside] = np.interp(steps[inside], s, v)
-    return steps, np.nanmean(grid, 0), np.nanmin(grid, 0), np.nanmax(grid, 0)
 
 
 def plot_curves(groups, metric: str, out: pathlib.Path, published: str | None = None) -> list[pathlib.Path]:

@@ -120,6 +120,20 @@ def method_label(method: dict) -> str:
     return " ".join([name, *dict.fromkeys(parts)])
 
 
+def align(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, min, max) over runs on the union of their eval steps; each run is linearly
+    interpolated between its own evaluations and absent outside them (no extrapolation)."""
+    curves = [(s, v) for s, v in curves if len(s)]
+    if not curves:
+        return (np.array([]),) * 4
+    steps = np.unique(np.concatenate([s for s, _ in curves]))
+    grid = np.full((len(curves), len(steps)), np.nan)
+    for i, (s, v) in enumerate(curves):
+        inside = (steps >= s[0]) & (steps <= s[-1])
+        grid[i, inside] = np.interp(steps[inside], s, v)
+    return steps, np.nanmean(grid, 0), np.nanmin(grid, 0), np.nanmax(grid, 0)
+
+
 def is_run(path: pathlib.Path) -> bool:
     return (path / "metrics.jsonl").is_file() and (path / "hydra" / "config.yaml").is_file()
 

@@ -15,6 +15,8 @@ import pathlib
 
 import numpy as np
 
+from transfer.runs import align
+
 PREFIX = "distill/weight_"
 COLUMNS = ["method", "suite", "task", "source", "seeds", "mean", "last_quarter", "last_quarter_values"]
 
@@ -57,7 +59,6 @@ def plot_weights(groups, out: pathlib.Path) -> list[pathlib.Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from transfer.report import align
     tasks: dict[tuple[str, str], dict] = {}
     for (method, suite, task), runs in groups.items():
         if sources(runs):

@@ -15,7 +15,7 @@ import torch
 
 from envs import make_env
 from student.bc import BCPolicy, train_bc
-from student.guidance import GuidanceSchedule, GuidedActing
+from student.guidance import GuidedActing, install
 from student.rehearsal import Rehearsal
 from student.shift import ShiftMonitor
 from teacher.dataset import OfflineDataset
@@ -90,11 +90,5 @@ def attach(trainer) -> None:
         trainer.log_sources.append(ShiftMonitor(trainer, retrieved, dataset, m.shift.every, m.shift.batch,
                                                 m.shift.length, seed=cfg.seed))
     if m.guidance and m.get("prior", "bc") == "bc":  # prior=vae: the vid2act component guides
-        s = m.schedule
-        schedule = GuidanceSchedule(s.initial, s.final, s.duration, trainer.spec.episode_length, cfg.trainer.warmup)
         prior = bc_prior(trainer, dataset, indices)
-        guide = GuidedActing(prior, schedule, trainer.envs.num_envs)
-        trainer.priors.append(lambda n: GuidedActing(prior, GuidanceSchedule.always(schedule.episode_length), n))
-        rng = trainer.rng("guidance", cfg.seed + 7)
-        trainer.acting_hooks.append(lambda tr, obs, action: guide.apply(obs, action, tr.step, rng)[0])
-        trainer.log_sources.append(guide.metrics)
+        install(trainer, lambda schedule, n: GuidedActing(prior, schedule, n))

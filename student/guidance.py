@@ -71,9 +71,10 @@ class GuidedActing:
     overwrites the agent's actions where the prior acts. Counters: `steps` / `guided_steps` (acting
     steps, i.e. observations that are not `is_last`), `episodes` / `guided_episodes`."""
 
-    def __init__(self, policy: BCPolicy, schedule: GuidanceSchedule, num_envs: int):
+    def __init__(self, policy: BCPolicy | None, schedule: GuidanceSchedule, num_envs: int):
+        """policy None: a subclass's `act` supplies the prior's actions (its frame stacks hold 1 frame)."""
         self.policy, self.schedule, self.num_envs = policy, schedule, num_envs
-        self.frames = policy.frames
+        self.frames = policy.frames if policy is not None else 1
         self.stacks: list[np.ndarray | None] = [None] * num_envs  # each (k, R, R, 3) uint8, oldest first
         self.plans: list[tuple[int, int] | None] = [None] * num_envs  # (start, length) in agent steps
         self.t = np.zeros(num_envs, np.int64)  # agent step within the episode (0 at is_first)
@@ -148,3 +149,15 @@ class GuidedActing:
                 "guidance/fraction_total": self.guided_steps / max(self.steps, 1),
                 "guidance/episode_fraction": self.guided_episodes / max(self.episodes, 1),
                 "guidance/probability": self.last_probability}
+
+
+def install(trainer, make_guide) -> None:
+    """Switch execution guidance on in the loop. make_guide(schedule, num_envs) -> GuidedActing (or a subclass
+    with its own prior). The guide acts on GSA's schedule (method.schedule) as an acting hook and logs its
+    guided fractions; trainer.priors gets the same prior acting whole episodes (Trainer.evaluate_prior)."""
+    cfg, s = trainer.cfg, trainer.cfg.method.schedule
+    schedule = GuidanceSchedule(s.initial, s.final, s.duration, trainer.spec.episode_length, cfg.trainer.warmup)
+    guide, rng = make_guide(schedule, trainer.envs.num_envs), trainer.rng("guidance", cfg.seed + 7)
+    trainer.acting_hooks.append(lambda tr, obs, action: guide.apply(obs, action, tr.step, rng)[0])
+    trainer.log_sources.append(guide.metrics)
+    trainer.priors.append(lambda n: make_guide(GuidanceSchedule.always(schedule.episode_length), n))

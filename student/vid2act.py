@@ -15,7 +15,6 @@ uniform weights or distillation off, k* is the domain with the most source traje
 from __future__ import annotations
 
 import logging
-import types
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ from torch.nn import functional as F
 from core.logger import mean_metrics
 from core.optim import Optimizer
 from student.distill import DomainDistiller, teacher_features
-from student.guidance import GuidanceSchedule, GuidedActing
+from student.guidance import GuidanceSchedule, GuidedActing, install
 from student.vae import ActionVAE
 from teacher.dataset import OfflineDataset
 from teacher.model import build_teacher
@@ -50,7 +49,7 @@ class ReplayGuidance(GuidedActing):
     """Execution guidance whose prior is the VAE decoder: the action it replayed on the last acting step."""
 
     def __init__(self, owner, schedule: GuidanceSchedule, num_envs: int):
-        super().__init__(types.SimpleNamespace(frames=1), schedule, num_envs)
+        super().__init__(None, schedule, num_envs)
         self.owner = owner
 
     def act(self, indices) -> np.ndarray:
@@ -95,12 +94,7 @@ class Vid2Act:
                 and not trainer.ckpt_path.exists():  # a resumed run has its trained VAE in the checkpoint
             self.pretrain_vae(trainer, a.pretrain_steps)
         if wants_prior:
-            s = m.schedule
-            schedule = GuidanceSchedule(s.initial, s.final, s.duration, trainer.spec.episode_length, cfg.trainer.warmup)
-            guide, rng = ReplayGuidance(self, schedule, trainer.envs.num_envs), trainer.rng("guidance", cfg.seed + 7)
-            trainer.acting_hooks.append(lambda tr, obs, action: guide.apply(obs, action, tr.step, rng)[0])
-            trainer.log_sources.append(guide.metrics)
-            trainer.priors.append(lambda n: ReplayGuidance(self, GuidanceSchedule.always(schedule.episode_length), n))
+            install(trainer, lambda schedule, n: ReplayGuidance(self, schedule, n))
         trainer.log_sources.append(self.metrics)
 
     # ---- world-model loss term -----------------------------------------------------------------

@@ -71,12 +71,11 @@ def rows(groups) -> tuple[list[dict], list[str], list[str]]:
     out, notes = [], []
     for (method, suite, task), runs in groups.items():
         for run in runs:
-            data = run.diagnostics if isinstance(run.diagnostics, dict) else None
             if run.note:
                 notes.append(run.note)
-            if data is not None:
+            if run.diagnostics is not None:  # a dict (read_run, read_archive) or None
                 out.append({"label": method, "suite": suite, "task": task, "seed": run.seed, "run": run.name,
-                            "values": data})
+                            "values": run.diagnostics})
     found = {k for r in out for k in r["values"]}
     keys = [k for k in KNOWN if k in found] + sorted(found - set(KNOWN))
     return out, keys, notes

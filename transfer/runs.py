@@ -181,7 +181,8 @@ def read_archive(path) -> list[Run]:
     """The runs of an archive; a line that is not a run record fails with its line number."""
     path, runs = pathlib.Path(path), []
     try:
-        lines = gzip.open(path, "rt", encoding="utf-8").read().splitlines()
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            lines = f.read().splitlines()
     except (OSError, EOFError) as err:
         raise FileNotFoundError(f"{path}: not a readable gzip run archive ({err}); rewrite it with "
                                 f"`python -m transfer.report RUN_DIRS --archive {path.name}`") from err

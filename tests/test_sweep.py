@@ -92,6 +92,7 @@ def test_dry_run_lists_done_and_missing(small, tmp_path, capsys):
     with open(partial / "metrics.jsonl", "a") as f:
         f.write('{"step": 500, "final/ret')  # killed mid-write: not a final row
     assert sweep.finished(done) and not sweep.finished(partial) and not sweep.finished(root / "none")
+    assert sweep.finished(done, 500) and not sweep.finished(done, 501)  # a higher budget: the run is extended
     before = sorted(root.rglob("*"))
     argv = [str(small), "--root", str(root), "--tasks", "cheetah_run", "--dry-run", "--", "trainer.threads=1"]
     assert sweep.main(argv) == 0
@@ -102,6 +103,9 @@ def test_dry_run_lists_done_and_missing(small, tmp_path, capsys):
     assert lines[4].startswith("[4/6] missing dreamer cheetah_run seed1: ") and lines[4].endswith(f"run_dir={partial}")
     assert "trainer.threads=1 task=cheetah_run seed=1" in lines[4]
     assert sorted(root.rglob("*")) == before  # nothing ran, nothing written
+    assert sweep.main([*argv, "trainer.steps=1000"]) == 0  # the last trainer.steps is the budget
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("sweep small: 3 methods x 1 tasks, 6 runs (0 done, 6 missing)")
 
 
 def test_sweep_runs_resumes_and_reports(tmp_path, capsys, monkeypatch):
@@ -156,6 +160,13 @@ def test_sweep_runs_resumes_and_reports(tmp_path, capsys, monkeypatch):
     assert sweep.main([str(second), *args]) == 1
     out = capsys.readouterr().out
     assert "seed0: started (resuming)" in out and "seed0: FAILED (exit 0 but no final/return row" in out
+
+    # a higher budget extends both runs from their checkpoints (80 frames) instead of starting again
+    assert sweep.main([str(second), *args, "--", "trainer.steps=120"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("started (resuming)") == 2 and out.count("done in") == 2
+    for run in runs:
+        assert sweep.finished(run, 120) and "resumed from" in run.with_suffix(".log").read_text()
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "sweep").glob("*.yaml")), ids=lambda p: p.stem)

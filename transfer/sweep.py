@@ -23,8 +23,10 @@ Each run is `python -m transfer.run COMMON OVERRIDES EXTRA task=T seed=K run_dir
 (EXTRA: the overrides after `--`; later overrides win), its output appended to
 ROOT/NAME/LABEL/T/seedK.log. Order: seed-major (seed 0 of every task and method, then seed 1, ...; within a
 seed task by task, every method on a task in turn), so a partial sweep holds balanced evidence. A run is
-done when its metrics.jsonl has a "final/return" row: done runs start no process; others are (re)started
-with the same run_dir, which resumes from its checkpoint, so a killed sweep reruns only what is missing.
+done when its metrics.jsonl has a "final/return" row, at a step >= the run's budget when its overrides set
+one (the last `trainer.steps=N`): done runs start no process; others are (re)started with the same run_dir,
+which resumes from its checkpoint, so a killed sweep reruns only what is missing, and raising the budget
+(e.g. `-- trainer.steps=40000`) extends finished runs from where they stopped.
 --seeds-scale X runs max(1, round(seeds * X)) seeds per method. A failed run (nonzero exit, or exit 0 without
 a final row) is reported and the sweep goes on; the exit code is then 1. --jobs N runs N at a time.
 
@@ -79,6 +81,15 @@ class Job:
     @property
     def name(self) -> str:
         return f"{self.label} {self.task} seed{self.seed}"
+
+    @property
+    def steps(self) -> int | None:
+        """The budget in env frames that the overrides set (the last `trainer.steps=N`), else None."""
+        values = [item.split("=", 1)[1] for item in self.overrides if item.startswith("trainer.steps=")]
+        try:
+            return int(float(values[-1])) if values else None
+        except ValueError:
+            return None
 
 
 def substitute(text: str, variables: dict) -> str:
@@ -163,17 +174,19 @@ def plan(sweep: dict, root) -> list[Job]:
     return jobs
 
 
-def finished(run_dir: pathlib.Path) -> bool:
-    """Does the run's metrics.jsonl have a "final/return" row (skipping unreadable lines)?"""
+def finished(run_dir: pathlib.Path, steps: int | None = None) -> bool:
+    """Does the run's metrics.jsonl have a "final/return" row, at a step >= `steps` if given (skipping
+    unreadable lines)?"""
     path = pathlib.Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return False
     for line in path.read_text(errors="replace").splitlines():
         if '"final/return"' in line:
             try:
-                if "final/return" in json.loads(line):
+                row = json.loads(line)
+                if "final/return" in row and (steps is None or row.get("step", 0) >= steps):
                     return True
-            except (json.JSONDecodeError, TypeError):
+            except (json.JSONDecodeError, TypeError, AttributeError):
                 continue
     return False
 
@@ -215,7 +228,7 @@ def diagnose(job: Job) -> bool:
 def execute(job: Job, index: int, total: int, with_diagnose: bool) -> dict:
     """Run one job unless it is done; then diagnose it. {job, status: skipped|done|failed, rc, seconds}."""
     tag = f"[{index}/{total}] {job.name}"
-    if finished(job.run_dir):
+    if finished(job.run_dir, job.steps):
         say(f"{tag}: already done, skipped")
         if with_diagnose and not (job.run_dir / "diagnostics.json").exists():
             diagnose(job)
@@ -224,12 +237,12 @@ def execute(job: Job, index: int, total: int, with_diagnose: bool) -> dict:
     start = time.time()
     rc = run_logged(job.command, job.log)
     seconds = time.time() - start
-    if rc == 0 and finished(job.run_dir):
+    if rc == 0 and finished(job.run_dir, job.steps):
         say(f"{tag}: done in {minutes(seconds)}")
         if with_diagnose:
             diagnose(job)
         return dict(job=job, status="done", rc=rc, seconds=seconds)
-    why = f"exit {rc}" if rc else "exit 0 but no final/return row in metrics.jsonl"
+    why = f"exit {rc}" if rc else f"exit 0 but no final/return row{f' at step >= {job.steps}' if job.steps else ''} in metrics.jsonl"
     say(f"{tag}: FAILED ({why}) after {minutes(seconds)}; see {job.log}")
     return dict(job=job, status="failed", rc=rc, seconds=seconds)
 
@@ -300,7 +313,7 @@ def main(argv=None) -> int:
         return 2
     jobs = plan(sweep, args.root)
     base = pathlib.Path(args.root) / sweep["name"]
-    done = [finished(job.run_dir) for job in jobs]
+    done = [finished(job.run_dir, job.steps) for job in jobs]
     say(f"sweep {sweep['name']}: {len(sweep['methods'])} methods x {len(sweep['tasks'])} tasks, {len(jobs)} runs "
         f"({sum(done)} done, {len(jobs) - sum(done)} missing) in {base}")
     if args.dry_run:

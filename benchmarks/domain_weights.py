@@ -33,7 +33,7 @@ def one_seed(root: pathlib.Path, seed: int, teacher_steps: int, frames: int, ove
              name: str) -> list[dict]:
     from teacher.collect import main as collect
     from teacher.pretrain import Pretrainer
-    from transfer.loop import Trainer
+    from transfer.build import build_trainer
     data, run, out = root / f"data{seed}", root / f"mixture{seed}", root / f"{name}{seed}"
     if not (data / "manifest.jsonl").exists():
         collect(["--dataset", str(data), "--suite", "dmc", "--tasks", "cartpole_balance", "walker_walk", "--policy",
@@ -43,7 +43,7 @@ def one_seed(root: pathlib.Path, seed: int, teacher_steps: int, frames: int, ove
                                         f"steps={teacher_steps}", f"eval_every={teacher_steps}", "batch_size=8",
                                         "batch_length=32", "workers=0", "logger.wandb=disabled", "logger.progress=false",
                                         "device=cpu"]), run).run()
-    trainer = Trainer(compose("config", ["preset=quick_dmc", "method=vid2act", f"teacher={run / 'teacher.pt'}",
+    trainer = build_trainer(compose("config", ["preset=quick_dmc", "method=vid2act", f"teacher={run / 'teacher.pt'}",
                                          f"run_dir={out}", f"seed={seed}", f"trainer.steps={frames}", "trainer.warmup=1000",
                                          "trainer.log_every=500", "trainer.eval_every=1000000",
                                          "trainer.final_eval_episodes=1", "logger.wandb=disabled",

@@ -1,6 +1,7 @@
-"""The `gsa` component (method=gsa): retrieval at the start of fine-tuning, experience rehearsal and
-execution guidance, attached to a transfer.loop.Trainer through its seams (batch_source,
-acting_hooks, log_sources). Ablations are the config switches method.rehearsal / method.guidance.
+"""GSA's own parts (transfer/components.py): `retrieval` (the offline trajectories nearest to the target's
+reset frames, provided as the `retrieved` artifact) and `bc_prior` (a behaviour-cloned policy on them,
+provided as the guidance `prior`). Rehearsal (student/rehearsal.py), the shift monitor (student/shift.py)
+and guidance (student/guidance.py) are parts of their own; method=gsa lists all five.
 
 Cached in the run directory so that a resumed run keeps its choices: `retrieved.json` (trajectory
 ids), `retrieval.png` (query frames above the retrieved first frames) and `bc_prior.pt`.
@@ -9,19 +10,27 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from envs import make_env
 from student.bc import BCPolicy, train_bc
-from student.guidance import GuidedActing, install
-from student.rehearsal import Rehearsal
-from student.shift import ShiftMonitor
+from student.guidance import GuidedActing
 from teacher.dataset import OfflineDataset
 from teacher.model import build_teacher
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Retrieved:
+    """The `retrieved` artifact: the offline dataset, where it lives, and the retrieved trajectories in it."""
+    root: str
+    dataset: OfflineDataset      # the whole offline dataset
+    indices: list[int]           # positions of the retrieved trajectories in `dataset`
+    subset: OfflineDataset       # dataset.subset(indices)
 
 
 def reset_frames(trainer, count: int) -> np.ndarray:
@@ -74,21 +83,17 @@ def bc_prior(trainer, dataset: OfflineDataset, indices: list[int]) -> BCPolicy:
     return policy
 
 
-def attach(trainer) -> None:
+def attach_retrieval(trainer) -> None:
+    """Retrieve (or read back) the trajectories for this run; provides trainer.artifacts["retrieved"]."""
     cfg, m = trainer.cfg, trainer.cfg.method
-    if not (m.rehearsal or m.guidance or "vid2act" in m.components):
-        return  # both off: this is method=finetune (the hybrid's VAE still learns from the retrieved data)
     root = m.dataset or trainer.teacher["dataset"]["root"]
     dataset = OfflineDataset(root, max_action_dim=cfg.max_action_dim)
     indices = retrieved_indices(trainer, dataset)
-    retrieved = dataset.subset(indices)
-    trainer.retrieval = (root, indices)  # for the vid2act component of method=hybrid
-    if m.rehearsal:
-        trainer.batch_source = Rehearsal(trainer.replay, retrieved, m.offline_share,
-                                         seed=trainer.rng("rehearsal", cfg.seed))
-    if m.shift.every:  # GSA Fig. 2: Wasserstein distances online / retrieved / offline
-        trainer.log_sources.append(ShiftMonitor(trainer, retrieved, dataset, m.shift.every, m.shift.batch,
-                                                m.shift.length, seed=cfg.seed))
-    if m.guidance and m.get("prior", "bc") == "bc":  # prior=vae: the vid2act component guides
-        prior = bc_prior(trainer, dataset, indices)
-        install(trainer, lambda schedule, n: GuidedActing(prior, schedule, n))
+    trainer.artifacts["retrieved"] = Retrieved(str(root), dataset, indices, dataset.subset(indices))
+
+
+def attach_bc_prior(trainer) -> None:
+    """The BC prior on the retrieved trajectories; provides trainer.artifacts["prior"]."""
+    got = trainer.artifacts["retrieved"]
+    prior = bc_prior(trainer, got.dataset, got.indices)
+    trainer.artifacts["prior"] = lambda schedule, n: GuidedActing(prior, schedule, n)

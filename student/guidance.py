@@ -151,10 +151,12 @@ class GuidedActing:
                 "guidance/probability": self.last_probability}
 
 
-def install(trainer, make_guide) -> None:
-    """Switch execution guidance on in the loop. make_guide(schedule, num_envs) -> GuidedActing (or a subclass
-    with its own prior). The guide acts on GSA's schedule (method.schedule) as an acting hook and logs its
-    guided fractions; trainer.priors gets the same prior acting whole episodes (Trainer.evaluate_prior)."""
+def attach(trainer) -> None:
+    """The `guidance` part: execution guidance in the loop by the `prior` artifact, a factory
+    make_guide(schedule, num_envs) -> GuidedActing (or a subclass with its own prior; bc_prior and vae_prior
+    provide one). The guide acts on GSA's schedule (method.schedule) as an acting hook and logs its guided
+    fractions; trainer.priors gets the same prior acting whole episodes (Trainer.evaluate_prior)."""
+    make_guide = trainer.artifacts["prior"]
     cfg, s = trainer.cfg, trainer.cfg.method.schedule
     schedule = GuidanceSchedule(s.initial, s.final, s.duration, trainer.spec.episode_length, cfg.trainer.warmup)
     guide, rng = make_guide(schedule, trainer.envs.num_envs), trainer.rng("guidance", cfg.seed + 7)

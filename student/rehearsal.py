@@ -47,3 +47,10 @@ class Rehearsal:
         if not b_off:
             return {**online, "reward_mask": np.ones(online["reward"].shape, np.float32)}
         return mix(online, self.offline.sample(b_off, length, self.rng))
+
+
+def attach(trainer) -> None:
+    """The `rehearsal` part: world-model batches mix online replay with the `retrieved` trajectories."""
+    m = trainer.cfg.method
+    trainer.batch_source = Rehearsal(trainer.replay, trainer.artifacts["retrieved"].subset, m.offline_share,
+                                     seed=trainer.rng("rehearsal", trainer.cfg.seed))

@@ -52,3 +52,10 @@ class ShiftMonitor:
             return {}
         self.next = (self.trainer.step // self.every + 1) * self.every
         return self.distances()
+
+
+def attach(trainer) -> None:
+    """The `shift_monitor` part: logs the distances every method.shift.every env steps."""
+    s, got = trainer.cfg.method.shift, trainer.artifacts["retrieved"]
+    trainer.log_sources.append(ShiftMonitor(trainer, got.subset, got.dataset, s.every, s.batch, s.length,
+                                            seed=trainer.cfg.seed))

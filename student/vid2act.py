@@ -6,7 +6,10 @@ core.agent.Agent (loss_terms, acting_observers, set_actor_input) and transfer.lo
 Source domains (K):
 - vid2act: the mixture teacher's task labels; the VAE learns from the teacher's offline source data;
 - hybrid: the values of `method.domain_key` (task or embodiment) among the retrieved trajectories
-  (the gsa component retrieves them first); the VAE learns from the retrieved data.
+  (the `retrieved` artifact of the retrieval part, listed first); the VAE learns from the retrieved data.
+
+Parts (transfer/components.py): `vid2act` provides the `action_replay` artifact (this class); `vae_prior`
+provides the VAE decoder as the guidance `prior` (method.prior=vae).
 
 The domain used by the VAE, k*, is the one with the highest learned weight: per imagination start
 state and per acting step (the teacher filters the real observations with its own state). With
@@ -23,7 +26,7 @@ from torch.nn import functional as F
 from core.logger import mean_metrics
 from core.optim import Optimizer
 from student.distill import DomainDistiller, teacher_features
-from student.guidance import GuidanceSchedule, GuidedActing, install
+from student.guidance import GuidanceSchedule, GuidedActing
 from student.vae import ActionVAE
 from teacher.dataset import OfflineDataset
 from teacher.model import build_teacher
@@ -34,9 +37,9 @@ log = logging.getLogger(__name__)
 def source_data(trainer) -> OfflineDataset:
     """The source data, labelled by domain (see module doc)."""
     cfg, m, info = trainer.cfg, trainer.cfg.method, trainer.teacher
-    if getattr(trainer, "retrieval", None):  # hybrid: the retrieved trajectories
-        root, indices = trainer.retrieval
-        return OfflineDataset(root, max_action_dim=cfg.max_action_dim).subset(indices).with_labels(m.domain_key)
+    got = trainer.artifacts.get("retrieved")
+    if got is not None:  # hybrid: the retrieved trajectories
+        return OfflineDataset(got.root, max_action_dim=cfg.max_action_dim).subset(got.indices).with_labels(m.domain_key)
     if not info["labels"]:
         raise ValueError(f"method={m.name} needs a mixture (task-label conditioned) teacher; {cfg.teacher} is "
                          f"{info['kind']}: pretrain one with `python -m teacher.pretrain kind=mixture dataset=DIR`")
@@ -93,8 +96,6 @@ class Vid2Act:
         if self.vae is not None and a.get("pretrain_steps", 0) and (m.actor_input or wants_prior) \
                 and not trainer.ckpt_path.exists():  # a resumed run has its trained VAE in the checkpoint
             self.pretrain_vae(trainer, a.pretrain_steps)
-        if wants_prior:
-            install(trainer, lambda schedule, n: ReplayGuidance(self, schedule, n))
         trainer.log_sources.append(self.metrics)
 
     # ---- world-model loss term -----------------------------------------------------------------
@@ -199,4 +200,11 @@ class Vid2Act:
 
 
 def attach(trainer) -> None:
-    Vid2Act(trainer)
+    """The `vid2act` part: distillation and action replay; provides trainer.artifacts["action_replay"]."""
+    trainer.artifacts["action_replay"] = Vid2Act(trainer)
+
+
+def attach_prior(trainer) -> None:
+    """The `vae_prior` part: the VAE decoder's replayed action as the guidance prior."""
+    owner = trainer.artifacts["action_replay"]  # its VAE exists: Vid2Act checks method.action_replay.enabled
+    trainer.artifacts["prior"] = lambda schedule, n: ReplayGuidance(owner, schedule, n)

@@ -9,7 +9,7 @@ from conftest import collect_random, compose, pretrain_cfg
 from teacher.collect import main as collect
 from teacher.pretrain import Pretrainer
 from transfer.diagnose import diagnose, policy_fit
-from transfer.loop import Trainer
+from transfer.build import build_trainer
 
 FAST = ["preset=quick", "trainer.warmup=40", "trainer.batch_size=4", "trainer.batch_length=8", "trainer.train_ratio=32",
         "trainer.eval_every=1000000", "trainer.final_eval_episodes=1", "trainer.log_every=20", "logger.wandb=disabled",
@@ -27,7 +27,7 @@ def gsa_run(tmp_path_factory):
     teacher = tmp_path_factory.mktemp("teacher")
     Pretrainer(pretrain_cfg(data, teacher, "steps=2", "eval_every=2"), teacher).run()
     run = tmp_path_factory.mktemp("run")
-    trainer = Trainer(compose(*FAST, "method=gsa", f"teacher={teacher / 'teacher.pt'}", "task=reach",
+    trainer = build_trainer(compose(*FAST, "method=gsa", f"teacher={teacher / 'teacher.pt'}", "task=reach",
                               "env.episode_frames=40", "trainer.steps=120", f"run_dir={run}"), run)
     try:
         trainer.run()

@@ -11,7 +11,7 @@ from teacher.dataset import OfflineDataset
 from teacher.writer import DatasetWriter
 from teacher.explore import Disagreement
 from transfer.explore import collect
-from transfer.loop import Trainer
+from transfer.build import build_trainer
 
 FAST = ["env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "trainer.batch_size=2",
         "trainer.batch_length=8", "trainer.train_ratio=16", "trainer.eval_every=1000000",
@@ -61,7 +61,7 @@ def test_collect_points_explore_to_its_command(capsys):
 
 def test_explore_method_uses_the_intrinsic_reward(tmp_path):
     cfg = compose("preset=quick_dmc", "method=explore", *FAST, "trainer.steps=60", f"run_dir={tmp_path}")
-    trainer = Trainer(cfg, tmp_path)
+    trainer = build_trainer(cfg, tmp_path)
     try:
         assert trainer.agent.ac.reward_fn is not None
         assert "disagreement" in dict(trainer.agent.wm.named_children())
@@ -70,7 +70,7 @@ def test_explore_method_uses_the_intrinsic_reward(tmp_path):
     finally:
         trainer.close()
     with pytest.raises(ValueError, match="unknown method component"):
-        Trainer(compose("preset=quick_dmc", "method=explore", "method.components=[nope]", f"run_dir={tmp_path}/x"),
+        build_trainer(compose("preset=quick_dmc", "method=explore", "method.components=[nope]", f"run_dir={tmp_path}/x"),
                 tmp_path / "x")
 
 

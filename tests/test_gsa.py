@@ -8,7 +8,7 @@ import pytest
 from conftest import collect_random, compose, pretrain_cfg
 from student.rehearsal import Rehearsal
 from teacher.pretrain import Pretrainer
-from transfer.loop import Trainer
+from transfer.build import build_trainer
 
 FAST = ["preset=quick_dmc", "env.action_repeat=2", "trainer.warmup=40", "trainer.batch_size=4",
         "trainer.batch_length=8", "trainer.train_ratio=32", "trainer.eval_every=1000000",
@@ -29,7 +29,7 @@ def teacher(tmp_path_factory):
 
 def run_gsa(tmp_path, teacher, *overrides):
     cfg = compose(*FAST, "method=gsa", f"teacher={teacher}", f"run_dir={tmp_path}", *overrides)
-    trainer = Trainer(cfg, tmp_path)
+    trainer = build_trainer(cfg, tmp_path)
     try:
         trainer.run()
     finally:
@@ -64,7 +64,7 @@ def test_gsa_ablation_switches(tmp_path, teacher):
     again = run_gsa(tmp_path / "b", teacher, *base, "method.guidance=false", "trainer.steps=80")
     assert json.loads((tmp_path / "b" / "retrieved.json").read_text()) == first and again.step >= 80
     with pytest.raises(ValueError, match="teacher=PATH"):
-        Trainer(compose(*FAST, "method=gsa", "default_teacher.enabled=false", f"run_dir={tmp_path / 'c'}"), tmp_path / "c")
+        build_trainer(compose(*FAST, "method=gsa", "default_teacher.enabled=false", f"run_dir={tmp_path / 'c'}"), tmp_path / "c")
 
 
 def test_sliced_wasserstein_orders_distances():
@@ -99,7 +99,7 @@ def test_resume_continues_every_random_stream(tmp_path, teacher):
     assert set(done.rngs) == {"replay", "rehearsal", "guidance", "shift"}
     uninterrupted = {k: copy.deepcopy(g) for k, g in done.rngs.items()}
     fresh = run_gsa(tmp_path / "fresh", teacher, *base, "trainer.steps=0").rngs  # streams at their seeds
-    resumed = Trainer(compose(*FAST, "method=gsa", f"teacher={teacher}", f"run_dir={tmp_path}", *base,
+    resumed = build_trainer(compose(*FAST, "method=gsa", f"teacher={teacher}", f"run_dir={tmp_path}", *base,
                               "trainer.steps=200"), tmp_path)
     try:
         schedule = GuidanceSchedule(1.0, 0.1, 200, 20, 40)

@@ -83,3 +83,12 @@ def test_no_import_cycles_between_modules():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]  # the check works
     found = cycles(module_graph())
     assert not found, "import cycles:\n" + "\n".join(" -> ".join(c) for c in found)
+
+
+def test_the_loop_receives_method_parts_from_the_composition_root():
+    """transfer/loop.py imports nothing from teacher/ or student/ (nor the components registry): the teacher,
+    the components and the initial weights come from transfer/build.py."""
+    graph = module_graph()
+    assert "transfer.components" in graph["transfer.build"] and "transfer.loop" in graph["transfer.build"]
+    wrong = {m for m in graph["transfer.loop"] if m.split(".")[0] in ("teacher", "student") or m == "transfer.components"}
+    assert not wrong, f"transfer/loop.py imports {sorted(wrong)}; build those parts in transfer/build.py"

@@ -96,14 +96,14 @@ def test_ddp_gradients_match_single_process(dmc_data, tmp_path):
 
 
 def test_transfer_run_rebuilds_the_teacher(dmc_data, tmp_path):
-    from transfer.loop import Trainer
+    from transfer.build import build_trainer
     cfg = pretrain_cfg(dmc_data, tmp_path / "t", "steps=2", "eval_every=2", "model.wm.deter=64", "model.wm.hidden=64")
     Pretrainer(cfg, tmp_path / "t").run()
     path = tmp_path / "t" / "teacher.pt"
     run = compose("preset=quick_dmc", "method=finetune", f"teacher={path}", "env.episode_frames=20",
                   f"run_dir={tmp_path / 'run'}", "logger.wandb=disabled", "trainer.parallel=false")
     assert run.model.wm.deter == 128  # the user did not repeat the teacher's model flags
-    trainer = Trainer(run, tmp_path / "run")
+    trainer = build_trainer(run, tmp_path / "run")
     try:
         assert trainer.agent.wm.rssm.deter == 64
         teacher = build_teacher(read_teacher(path))
@@ -115,13 +115,13 @@ def test_transfer_run_rebuilds_the_teacher(dmc_data, tmp_path):
     bad = compose("preset=quick_dmc", "method=finetune", f"teacher={path}", "max_action_dim=6",
                   f"run_dir={tmp_path / 'bad'}", "logger.wandb=disabled", "trainer.parallel=false")
     with pytest.raises(ValueError, match="max_action_dim=12"):
-        Trainer(bad, tmp_path / "bad")
+        build_trainer(bad, tmp_path / "bad")
     not_teacher = tmp_path / "run" / "checkpoint.pt"
     torch.save({"agent": {}}, not_teacher)
     with pytest.raises(ValueError, match="not a teacher"):
         read_teacher(not_teacher)
     with pytest.raises(ValueError, match="teacher=PATH"):
-        Trainer(compose("preset=quick_dmc", "method=finetune", "default_teacher.enabled=false", f"run_dir={tmp_path / 'none'}"),
+        build_trainer(compose("preset=quick_dmc", "method=finetune", "default_teacher.enabled=false", f"run_dir={tmp_path / 'none'}"),
                 tmp_path / "none")
 
 
@@ -131,7 +131,7 @@ def test_default_teacher_is_built_once_then_reused(tmp_path):
     import subprocess
     import sys
 
-    from transfer.loop import Trainer
+    from transfer.build import build_trainer
     recipe = [f"default_teacher.dir={tmp_path / 'default'}", "default_teacher.dmc_tasks=[cartpole_balance]",
               "default_teacher.dmc_episodes=2", "default_teacher.dmc_frames=40", "default_teacher.metaworld_tasks=[reach]",
               "default_teacher.metaworld_noise=[0.5]", "default_teacher.metaworld_episodes=1", "default_teacher.workers=0",
@@ -147,7 +147,7 @@ def test_default_teacher_is_built_once_then_reused(tmp_path):
     assert "runs the embedded default (preset=quick)" in out.stderr
     assert read_teacher(teacher)["step"] == 2 and (tmp_path / "0" / "checkpoint.pt").exists()
     stamp = teacher.stat().st_mtime_ns
-    trainer = Trainer(compose("preset=quick", "method=finetune", *recipe, f"run_dir={tmp_path / '1'}"), tmp_path / "1")
+    trainer = build_trainer(compose("preset=quick", "method=finetune", *recipe, f"run_dir={tmp_path / '1'}"), tmp_path / "1")
     trainer.close()
     assert trainer.cfg.teacher == str(teacher) and teacher.stat().st_mtime_ns == stamp  # reused, not rebuilt
     data = OfflineDataset(tmp_path / "default" / "data")

@@ -14,7 +14,7 @@ import torch
 
 from conftest import ROOT, compose
 from core import checkpoint
-from transfer.loop import Trainer
+from transfer.build import build_trainer
 
 FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "trainer.batch_size=2",
         "trainer.batch_length=8", "trainer.train_ratio=16", "trainer.eval_every=1000000",
@@ -23,7 +23,7 @@ FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=60", "tra
 
 def test_one_training_iteration_on_dmc(tmp_path):
     cfg = compose(*FAST, "trainer.steps=120", "logger.wandb=offline", "trainer.eval_policy=mode", f"run_dir={tmp_path}")
-    trainer = Trainer(cfg, tmp_path)
+    trainer = build_trainer(cfg, tmp_path)
     try:
         before = [p.detach().clone() for p in trainer.agent.parameters()]
         result = trainer.run()
@@ -72,7 +72,7 @@ def test_one_training_iteration_on_dmc(tmp_path):
 
 def test_unknown_eval_policy_fails_clearly(tmp_path):
     with pytest.raises(ValueError, match="trainer.eval_policy='greedy': use one of sample, mode"):
-        Trainer(compose(*FAST, "trainer.eval_policy=greedy"), tmp_path)
+        build_trainer(compose(*FAST, "trainer.eval_policy=greedy"), tmp_path)
 
 
 def run_cli(args, run_dir, **kw):
@@ -172,7 +172,7 @@ def test_first_run_and_rerun_with_cached_default_teacher_start_alike(tmp_path):
     def run(name):
         cfg = compose(*FAST, "method=finetune", *small, "trainer.steps=44", "logger.wandb=disabled",
                       "logger.progress=false", f"run_dir={tmp_path / name}")
-        trainer = Trainer(cfg, tmp_path / name)
+        trainer = build_trainer(cfg, tmp_path / name)
         built = [p.detach().clone() for p in trainer.agent.parameters()]
         try:
             trainer.run()

@@ -13,7 +13,7 @@ from student.vid2act import ReplayGuidance, Vid2Act
 from teacher.model import build_teacher, read_teacher
 from teacher.pretrain import Pretrainer
 from transfer.diagnose import diagnose
-from transfer.loop import Trainer
+from transfer.build import build_trainer
 from transfer.plot import plot_weights
 
 FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=40", "trainer.warmup=40", "trainer.batch_size=4",
@@ -49,7 +49,7 @@ def generalist(data, tmp_path_factory):
 
 
 def run(tmp_path, *overrides):
-    trainer = Trainer(compose(*FAST, f"run_dir={tmp_path}", *overrides), tmp_path)
+    trainer = build_trainer(compose(*FAST, f"run_dir={tmp_path}", *overrides), tmp_path)
     try:
         trainer.run()
     finally:
@@ -83,7 +83,7 @@ def test_vid2act_end_to_end_keeps_teacher_frozen(tmp_path, mixture):
 
 def test_vid2act_needs_a_mixture_teacher(tmp_path, generalist):
     with pytest.raises(ValueError, match="mixture"):
-        Trainer(compose(*FAST, "method=vid2act", f"teacher={generalist}", f"run_dir={tmp_path}"), tmp_path)
+        build_trainer(compose(*FAST, "method=vid2act", f"teacher={generalist}", f"run_dir={tmp_path}"), tmp_path)
 
 
 def test_vid2act_ablations(tmp_path, mixture):
@@ -111,7 +111,7 @@ def test_hybrid_end_to_end_with_vae_prior(tmp_path, generalist):
     out = diagnose(tmp_path, episodes=2)
     assert out["prior_kind"] == "vae" and out["prior_alone_episodes"] == 2 and out["prior_alone_return"] > 0
     assert 0.0 <= out["prior_alone_success"] <= out["prior_alone_success_any"] <= 1.0
-    resumed = Trainer(compose(*FAST, f"run_dir={tmp_path}", "method=hybrid", f"teacher={generalist}",
+    resumed = build_trainer(compose(*FAST, f"run_dir={tmp_path}", "method=hybrid", f"teacher={generalist}",
                               "task=cartpole_balance", "trainer.steps=120", *GSA_FAST), tmp_path)
     try:
         assert isinstance(resumed.priors[0](1), ReplayGuidance)  # acts with the VAE's replayed action
@@ -126,7 +126,7 @@ def test_hybrid_starts_from_an_identity_distiller_and_a_pretrained_vae(tmp_path,
     start; the VAE guidance prior is trained before the first acting step (its error falls)."""
     cfg = compose(*FAST, f"run_dir={tmp_path}", "method=hybrid", f"teacher={generalist}", "task=cartpole_balance",
                   "trainer.steps=60", *GSA_FAST, "method.action_replay.pretrain_steps=60")
-    trainer = Trainer(cfg, tmp_path)
+    trainer = build_trainer(cfg, tmp_path)
     try:
         v, wm = component(trainer), trainer.agent.wm
         sb = v.source.sample(3, 6, np.random.default_rng(0))

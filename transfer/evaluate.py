@@ -21,6 +21,10 @@ from omegaconf import OmegaConf, open_dict
 
 # keys added after some runs were made -> the behaviour those runs had (filled in when they are rebuilt)
 ADDED_KEYS = {"trainer.eval_policy": "mode"}
+# method.components of runs made before the parts were split (2026-11-30) -> the same parts today
+RENAMED_COMPONENTS = {("gsa",): ["retrieval", "rehearsal", "shift_monitor", "bc_prior", "guidance"],
+                      ("gsa", "vid2act"): ["retrieval", "rehearsal", "shift_monitor", "bc_prior", "vid2act",
+                                           "vae_prior", "guidance"]}
 
 
 def rebuild(run_dir, **overrides):
@@ -29,7 +33,7 @@ def rebuild(run_dir, **overrides):
     resume; `overrides` are dotted keys set on the config (e.g. trainer.eval_policy="sample"). wandb is
     off, so the run's wandb history is not rewritten. Close it when done."""
     from core import checkpoint
-    from transfer.loop import Trainer
+    from transfer.build import build_trainer
     run_dir = pathlib.Path(run_dir)
     config = run_dir / "hydra" / "config.yaml"
     if not (run_dir / "checkpoint.pt").exists():
@@ -40,7 +44,10 @@ def rebuild(run_dir, **overrides):
             if key in overrides or OmegaConf.select(cfg, key) is None:
                 OmegaConf.update(cfg, key, value)
         cfg.logger.wandb = "disabled"
-    return Trainer(cfg, run_dir)
+        old = tuple(cfg.method.get("components") or ())
+        if old in RENAMED_COMPONENTS:
+            cfg.method.components = RENAMED_COMPONENTS[old]
+    return build_trainer(cfg, run_dir)
 
 
 def evaluate_run(run_dir: pathlib.Path, policy: str, episodes: int) -> dict:

@@ -33,14 +33,14 @@ def explore_config(task: str, seed: int, frames: int, run_dir: str, overrides: l
 
 def collect(args, writer) -> None:
     """One exploration run per task in args.tasks, each imported into `writer` (a DatasetWriter)."""
-    from transfer.loop import Trainer
+    from transfer.build import build_trainer
     overrides = list(args.run_config or []) + [f"env.{kv}" for kv in (args.env_config or [])]
     for task in args.tasks:
         run_dir = pathlib.Path(args.dataset) / "explore_runs" / f"{task}-seed{args.seed}"
         cfg = explore_config(task, args.seed, 0, str(run_dir), overrides)
         frames = args.episodes * cfg.env.episode_frames + cfg.env.action_repeat  # +1 step stores the last obs
         cfg.trainer.steps = frames
-        trainer = Trainer(cfg, run_dir)
+        trainer = build_trainer(cfg, run_dir)
         try:
             if trainer.step < frames:
                 log.info("exploring %s for %d frames in %s", task, frames, run_dir)

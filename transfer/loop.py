@@ -2,7 +2,9 @@
 updates at `train_ratio`, periodic evaluation on separate envs, logging and resumable checkpoints.
 
 Counters are environment steps (frames, action repeat included). Everything is written under the
-run directory; constructing a Trainer on a run directory with a checkpoint resumes from it.
+run directory; constructing a Trainer on a run directory with a checkpoint resumes from it. The Trainer
+receives the method's parts (teacher, components, initial weights) from the composition root,
+transfer/build.py, and imports nothing from teacher/ or student/.
 """
 from __future__ import annotations
 
@@ -23,14 +25,16 @@ from core.runtime import resolve_device
 from envs import REPLAY_KEYS, env_fns
 from envs.episodes import EpisodeStats, run_episodes, summarize
 from envs.workers import EnvPool
-from transfer.components import component
 
 log = logging.getLogger(__name__)
 EVAL_POLICIES = ("sample", "mode")  # trainer.eval_policy
 
 
 class Trainer:
-    def __init__(self, cfg, run_dir):
+    def __init__(self, cfg, run_dir, teacher: dict | None = None, components=(), init_agent=None):
+        """teacher: the teacher file's info (components read it); components: callables that each attach one
+        part to this trainer; init_agent(agent): sets the agent's initial weights (before a resume loads
+        its own). transfer.build.build_trainer resolves all three from cfg."""
         self.cfg, t = cfg, cfg.trainer
         self.dir = pathlib.Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -40,21 +44,19 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(cfg.device)
-        self.teacher = self._read_teacher()  # before any worker starts: a bad teacher fails fast
-        components = [component(name) for name in cfg.method.get("components") or []]
+        self.teacher = teacher
         env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
         self.envs = EnvPool(env_fns(env_cfg, cfg.task, cfg.seed, cfg.max_action_dim, t.envs), t.parallel)
         self.eval_fns = env_fns(env_cfg, cfg.task, cfg.seed + 10_000, cfg.max_action_dim, t.eval_envs)
         self.spec = self.envs.specs[0]
         self.frames_per_step = self.spec.action_repeat
         size = self.spec.image_size
-        # Seeded here, after the teacher is read: building the default teacher in-process draws from the
+        # Seeded here, after the teacher is resolved (build.py): building the default teacher in-process draws from the
         # global generators, so seeding earlier would give a first run other weights than a rerun.
         random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
         self.agent = Agent({"image": (size, size, 3)}, self.spec.action_mask, cfg.model, self.device)
-        if self.teacher is not None and cfg.method.init_from_teacher:
-            from teacher.model import load_pretrained
-            load_pretrained(self.agent.wm, self.teacher)  # a resumed run then loads its own weights
+        if init_agent is not None:
+            init_agent(self.agent)  # e.g. the teacher's weights; a resumed run then loads its own
         self.replay = Replay(self.dir / "replay", t.replay_capacity, t.envs, (size, size, 3),
                              cfg.max_action_dim, seed=cfg.seed)
         # Seams that method components (transfer/components.py) set; the loop never asks which method runs:
@@ -63,6 +65,7 @@ class Trainer:
         self.log_sources: list = []     # () -> {name: float}, merged into each train log row
         self.logger_rows: list = []     # {name: float} rows written once the logger exists (setup results)
         self.priors: list = []          # (num_envs) -> GuidedActing whose prior acts whole episodes (diagnostics)
+        self.artifacts: dict = {}       # what a component provides to later ones (transfer/components.py)
         self.rngs = {"replay": self.replay.rng}  # named numpy generators, saved and restored (see rng())
         for attach in components:
             attach(self)  # switches a part on: loss term, reward, batch source, prior...
@@ -74,28 +77,6 @@ class Trainer:
                              t.steps, self.step, self.wandb_id)
         for row in self.logger_rows:
             self.logger.write(self.step, row)
-
-    def _read_teacher(self) -> dict | None:
-        """teacher=PATH: read the teacher file; methods that start from it take its architecture."""
-        cfg = self.cfg
-        kind = cfg.method.get("teacher_kind", "generalist" if cfg.method.get("init_from_teacher") else None)
-        if not cfg.get("teacher"):
-            if kind is None:
-                return None
-            if not cfg.default_teacher.enabled:
-                raise ValueError(f"method={cfg.method.name} needs a pretrained {kind} teacher: pass teacher=PATH "
-                                 f"(the teacher.pt written by `python -m teacher.pretrain kind={kind} dataset=DIR`)")
-            from teacher.default import ensure
-            cfg.teacher = str(ensure(cfg, kind))  # the embedded default, built once and cached
-        from teacher.model import apply_teacher_arch, read_teacher
-        info = read_teacher(cfg.teacher)
-        if kind is not None and info["kind"] != kind:
-            raise ValueError(f"method={cfg.method.name} needs a {kind} teacher but {cfg.teacher} is {info['kind']}; "
-                             f"pretrain one with `python -m teacher.pretrain kind={kind} dataset=DIR`")
-        if cfg.method.get("init_from_teacher"):
-            for note in apply_teacher_arch(cfg, info):
-                log.info("architecture from the teacher: %s", note)
-        return info
 
     def rng(self, name: str, seed) -> np.random.Generator:
         """A numpy generator for a component (e.g. rehearsal sampling, guidance plans): its state is saved

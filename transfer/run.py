@@ -16,9 +16,9 @@ log = logging.getLogger(__name__)
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
-    from transfer.loop import Trainer
+    from transfer.build import build_trainer
     run_dir = HydraConfig.get().runtime.output_dir
-    trainer = Trainer(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir)
     try:
         if trainer.step >= cfg.trainer.steps:
             log.info("run in %s already finished at step %d; pick another run_dir to train again",

@@ -159,6 +159,7 @@ class EnvPool:
         self.restarts = 0
         self._closed = False
         self._needs_reset = [True] * self.num_envs
+        self._pending = None   # errors of the sends of a step_async not yet collected
         self._workers = []
         atexit.register(_close_pool, weakref.ref(self))
         try:
@@ -204,8 +205,16 @@ class EnvPool:
 
     def step(self, actions: np.ndarray) -> list[dict]:
         """actions (N, A) -> N observations; envs that ended (or never started) are reset."""
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Send actions (N, A) to the workers and return at once (the workers step while the caller works);
+        step_wait() collects the observations. Envs that ended (or never started) are reset."""
         if self._closed:
             raise RuntimeError("EnvPool is closed")
+        if self._pending is not None:
+            raise RuntimeError("step_async called twice without step_wait")
         actions = np.asarray(actions, dtype=np.float32)
         if actions.ndim != 2 or actions.shape[0] != self.num_envs:
             raise ValueError(f"expected actions of shape ({self.num_envs}, A), got {actions.shape}")
@@ -218,6 +227,13 @@ class EnvPool:
                     worker.send("step", actions[i])
             except (OSError, EOFError, ValueError) as exc:
                 errors[i] = f"worker {worker.pid} unreachable: {exc!r}"
+        self._pending = errors
+
+    def step_wait(self) -> list[dict]:
+        """The N observations of the last step_async (crashed workers are restarted and reset)."""
+        if self._pending is None:
+            raise RuntimeError("step_wait called without step_async")
+        errors, self._pending = self._pending, None
         observations = []
         for i, worker in enumerate(self._workers):
             if i not in errors:

@@ -122,8 +122,15 @@ def test_pool_parallel_auto_reset_and_crash_restart():
         assert all(obs["image"].std() > 5.0 for obs in history[2])
 
         dead = pool.pids[0]
+        pool.step_async(np.zeros((2, A), np.float32))  # the worker dies while its step is under way
+        with pytest.raises(RuntimeError, match="twice"):
+            pool.step_async(np.zeros((2, A), np.float32))
         os.kill(dead, signal.SIGKILL)
-        obs = pool.step(np.zeros((2, A), np.float32))
+        obs = pool.step_wait()
+        with pytest.raises(RuntimeError, match="without step_async"):
+            pool.step_wait()
+        if not obs[0]["is_first"]:  # it answered before it died: the next step finds it dead
+            obs = pool.step(np.zeros((2, A), np.float32))
         assert obs[0]["is_first"] and not obs[1]["is_first"]
         assert pool.restarts == 1 and pool.pids[0] != dead
         processes.append(pool._workers[0].process)

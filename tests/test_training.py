@@ -185,3 +185,25 @@ def test_first_run_and_rerun_with_cached_default_teacher_start_alike(tmp_path):
     assert first[2] == cached[2] == 3   # updates at steps 40, 42 and 44
     assert all(torch.equal(a, b) for a, b in zip(first[0], cached[0]))   # same initial weights
     assert all(torch.equal(a, b) for a, b in zip(first[1], cached[1]))   # same first updates
+
+
+def test_overlapped_env_stepping_gives_the_serial_loops_results(tmp_path):
+    """trainer.overlap: the workers step the next action while the updates run. Same seed, same replay content
+    (every stored step), the same updates and the same final weights as the serial loop."""
+    def run(name, overlap):
+        cfg = compose(*FAST, "trainer.steps=100", "trainer.envs=2", f"trainer.overlap={overlap}", "logger.wandb=disabled",
+                      "logger.progress=false", f"run_dir={tmp_path / name}")
+        trainer = build_trainer(cfg, tmp_path / name)
+        try:
+            trainer.run()
+        finally:
+            trainer.close()
+        steps = [dict(np.load(tmp_path / name / "replay" / f)) for f in trainer.replay.files]
+        return steps, [p.detach().clone() for p in trainer.agent.parameters()], trainer.agent.updates
+
+    serial, overlapped = run("serial", False), run("overlap", True)
+    assert serial[2] == overlapped[2] > 0
+    assert len(serial[0]) == len(overlapped[0]) > 0
+    for a, b in zip(serial[0], overlapped[0]):
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(a, b) for a, b in zip(serial[1], overlapped[1]))

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf, open_dict
 
 
 # keys added after some runs were made -> the behaviour those runs had (filled in when they are rebuilt)
-ADDED_KEYS = {"trainer.eval_policy": "mode"}
+ADDED_KEYS = {"trainer.eval_policy": "mode", "trainer.overlap": False}
 # method.components of runs made before the parts were split (2026-11-30) -> the same parts today
 RENAMED_COMPONENTS = {("gsa",): ["retrieval", "rehearsal", "shift_monitor", "bc_prior", "guidance"],
                       ("gsa", "vid2act"): ["retrieval", "rehearsal", "shift_monitor", "bc_prior", "vid2act",

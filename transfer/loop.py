@@ -144,14 +144,18 @@ class Trainer:
                 self.logger.progress(self.step, ep["ret"])
             prev_action = action.astype(np.float32)
             stepped = sum(not o["is_last"] for o in obs)  # envs at is_last get reset, not stepped
-            obs = self.envs.step(action)
+            self.envs.step_async(action)  # trainer.overlap: the workers step while the updates below run
+            if not t.overlap:
+                obs = self.envs.step_wait()
             self.step += stepped * self.frames_per_step
-            if self.step >= t.warmup:
+            if self.step >= t.warmup:  # the updates read replay only, which holds nothing of the new obs yet
                 self.update_budget += stepped * updates_per_step
                 while self.update_budget >= 1:
                     self.update_budget -= 1
                     batch = {k: torch.as_tensor(v) for k, v in self.batch_source(t.batch_size, t.batch_length).items()}
                     train_metrics.append(self.agent.train_step(batch))
+            if t.overlap:
+                obs = self.envs.step_wait()
             if train_metrics and self._crossed(t.log_every, stepped):
                 self._log_train(train_metrics, (self.step - step0) / (time.time() - t0))
                 train_metrics = []

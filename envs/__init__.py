@@ -5,7 +5,9 @@ Every suite module (envs/dmc.py, envs/metaworld.py, envs/driving.py, envs/carla.
     tasks(env_cfg: dict) -> list[TaskInfo]      static registry rows, no simulator started
 and optionally
     prepare(env_cfg: dict) -> None              run once in the parent before workers start
-                                                (e.g. pick the GL backend so workers inherit it).
+                                                (e.g. pick the GL backend so workers inherit it)
+    check_task(task: str) -> None               ValueError (closest names, valid names) for an unknown
+                                                task, without starting a simulator.
 Suite modules are imported lazily, so importing envs stays cheap (no simulator, no GL, no torch).
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ import importlib
 from envs.base import REPLAY_KEYS, EnvSpec, TaskInfo, make_obs, unpad_action
 
 __all__ = ["REPLAY_KEYS", "EnvSpec", "TaskInfo", "make_obs", "unpad_action", "make_env", "env_fns",
-           "suite_module", "SUITES"]
+           "suite_module", "check_task", "SUITES"]
 
 SUITES = {"dmc": "envs.dmc", "metaworld": "envs.metaworld", "driving": "envs.driving", "carla": "envs.carla"}
 
@@ -25,6 +27,32 @@ def suite_module(suite: str):
     if suite not in SUITES:
         raise ValueError(f"unknown env suite {suite!r}; known suites: {', '.join(SUITES)}")
     return importlib.import_module(SUITES[suite])
+
+
+def knows(suite: str, task: str) -> bool:
+    """Does the suite know the task (by its check_task; no simulator starts)?"""
+    check = getattr(suite_module(suite), "check_task", None)
+    try:
+        return check is not None and check(task) is None
+    except ValueError:
+        return False
+
+
+def check_task(env_cfg: dict, task: str) -> None:
+    """One clear ValueError, in this process, for a task the suite does not know: the closest names, or
+    the suite to pick when another suite has the task (e.g. a Meta-World task with env=dmc)."""
+    suite = env_cfg.get("suite")
+    check = getattr(suite_module(suite), "check_task", None)
+    if check is None:
+        return
+    try:
+        check(task)
+    except ValueError:
+        other = next((s for s in SUITES if s != suite and knows(s, task)), None)
+        if other is not None:
+            raise ValueError(f"{task!r} is a {other} task, not a {suite} one: add env={other} "
+                             f"(or pick a {suite} task)") from None
+        raise
 
 
 def make_env(env_cfg: dict, task: str, seed: int, max_action_dim: int):
@@ -36,6 +64,7 @@ def env_fns(env_cfg: dict, task: str, seed: int, max_action_dim: int,
             count: int) -> list[functools.partial]:
     """`count` picklable env builders with seeds seed, seed+1, ... (for envs.workers.EnvPool)."""
     cfg = dict(env_cfg)
+    check_task(cfg, task)  # here, before any worker starts: one line instead of a worker's traceback
     prepare = getattr(suite_module(cfg.get("suite")), "prepare", None)
     if prepare is not None:
         prepare(cfg)

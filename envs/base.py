@@ -16,6 +16,7 @@ Envs never import torch, so that worker processes start fast.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 
 import numpy as np
 
@@ -67,3 +68,9 @@ def make_obs(image, reward=0.0, is_first=False, is_last=False, is_terminal=False
                is_first=bool(is_first), is_last=bool(is_last), is_terminal=bool(is_terminal))
     obs.update({f"log_{k}": v for k, v in logs.items()})
     return obs
+
+
+def did_you_mean(name: str, known) -> str:
+    """" Did you mean 'x'?" for the closest known names (up to 3), or "" when none is close."""
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=3, cutoff=0.6)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 from envs import driving_rules as rules
-from envs.base import EnvSpec, TaskInfo, make_obs, unpad_action
+from envs.base import EnvSpec, TaskInfo, did_you_mean, make_obs, unpad_action
 
 TOWNS = {"town01": ("Town01", "source"), "town02": ("Town02", "source"), "town03": ("Town03", "source"),
          "town04": ("Town04", "target")}
@@ -187,8 +187,7 @@ class CarlaEnv:
     """One CARLA town behind the env contract of envs/base.py (see the module docstring)."""
 
     def __init__(self, task: str, seed: int, max_action_dim: int, cfg: dict | None = None):
-        if task not in TOWNS:
-            raise ValueError(f"unknown carla task {task!r}; valid tasks: {', '.join(TOWNS)}")
+        check_task(task)
         c = self.cfg = {**DEFAULTS, **{k: v for k, v in (cfg or {}).items() if v is not None}}
         self.spec = EnvSpec(suite="carla", task=task, embodiment="car", native_action_dim=2,
                             max_action_dim=max_action_dim, episode_length=c["episode_frames"] // c["action_repeat"],
@@ -337,6 +336,12 @@ class CarlaEnv:
 def prepare(env_cfg: dict) -> None:
     """Launches the server (env.carla_path) in the parent, so it outlives workers; they connect."""
     ensure_server(env_cfg)
+
+
+def check_task(task: str) -> None:
+    """ValueError with the valid names (and the closest) unless `task` is a town; no server is contacted."""
+    if task not in TOWNS:
+        raise ValueError(f"unknown carla task {task!r}.{did_you_mean(task, TOWNS)} Valid tasks: {', '.join(TOWNS)}")
 
 
 def make(env_cfg: dict, task: str, seed: int, max_action_dim: int) -> CarlaEnv:

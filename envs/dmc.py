@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.base import EnvSpec, TaskInfo, make_obs, unpad_action
+from envs.base import EnvSpec, TaskInfo, did_you_mean, make_obs, unpad_action
 from envs.gl import setup_gl
 
 
@@ -99,8 +99,9 @@ def resolve_task(name: str) -> tuple[str, str, float | None]:
         found = _lookup(name[: -len(HARD_SUFFIX)])
         if found is not None:
             return (*found, HARD_THRESHOLDS.get(found[0], HARD_THRESHOLD))
-    raise ValueError(f"unknown DMC task {name!r}; valid tasks (each also as <task>{HARD_SUFFIX}): "
-                     f"{', '.join(valid_tasks())}")
+    known = valid_tasks()
+    raise ValueError(f"unknown DMC task {name!r}.{did_you_mean(name, known + [t + HARD_SUFFIX for t in known])} "
+                     f"Valid tasks (each also as <task>{HARD_SUFFIX}): {', '.join(known)}")
 
 
 def parse_task(name: str) -> tuple[str, str]:
@@ -200,6 +201,11 @@ class DMCEnv:
 # ---- suite interface (envs/__init__.py) ----------------------------------------------------------
 def prepare(env_cfg: dict) -> None:
     setup_gl()  # probe GL once in the parent; the workers inherit MUJOCO_GL
+
+
+def check_task(task: str) -> None:
+    """ValueError with the valid names (and the closest) unless dm_control (or our custom tasks) knows `task`."""
+    resolve_task(task)
 
 
 def make(env_cfg: dict, task: str, seed: int, max_action_dim: int) -> DMCEnv:

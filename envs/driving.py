@@ -38,7 +38,7 @@ import os
 import numpy as np
 
 from envs import driving_rules as rules
-from envs.base import EnvSpec, TaskInfo, make_obs, unpad_action
+from envs.base import EnvSpec, TaskInfo, did_you_mean, make_obs, unpad_action
 
 # name -> (note, backend, class, extra simulator config, max speed m/s, view width m, ego x position)
 SCENARIOS = {
@@ -212,8 +212,7 @@ class DrivingEnv:
                  image_size: int = 64, episode_frames: int = 1000, sim_hz: int = 10,
                  collision_cost: float = 1e-4, steer_cost: float = 1.0, vehicle_mass: float = 1500.0,
                  stuck_speed: float = 0.1, stuck_seconds: float = 5.0):
-        if task not in SCENARIOS:
-            raise ValueError(f"unknown driving task {task!r}; valid tasks: {', '.join(SCENARIOS)}")
+        check_task(task)
         if max_action_dim < 2:
             raise ValueError(f"{task}: native action dim 2 > max_action_dim {max_action_dim}")
         if SCENARIOS[task][1] == "carracing":
@@ -271,6 +270,12 @@ class DrivingEnv:
 def prepare(env_cfg: dict) -> None:
     """Workers inherit the SDL driver: "offscreen" renders real pixels headless, "dummy" black ones."""
     os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
+
+
+def check_task(task: str) -> None:
+    """ValueError with the valid names (and the closest) unless `task` is a scenario; no simulator starts."""
+    if task not in SCENARIOS:
+        raise ValueError(f"unknown driving task {task!r}.{did_you_mean(task, SCENARIOS)} Valid tasks: {', '.join(SCENARIOS)}")
 
 
 def make(env_cfg: dict, task: str, seed: int, max_action_dim: int) -> DrivingEnv:

@@ -15,7 +15,7 @@ import weakref
 
 import numpy as np
 
-from envs.base import EnvSpec, TaskInfo, make_obs, unpad_action
+from envs.base import EnvSpec, TaskInfo, did_you_mean, make_obs, unpad_action
 from envs.gl import setup_gl
 
 EMBODIMENT = "sawyer"
@@ -47,8 +47,8 @@ def parse_task(name: str) -> str:
     """"drawer-open" or "drawer-open-v3" -> "drawer-open"; ValueError listing the valid names."""
     base = name[:-3] if name.endswith("-v3") else name
     if base not in TASKS:
-        raise ValueError(f"unknown Meta-World task {name!r}; use one of the 50 v3 task names "
-                         f"(an optional '-v3' suffix is accepted): {', '.join(sorted(TASKS))}")
+        raise ValueError(f"unknown Meta-World task {name!r}.{did_you_mean(base, TASKS)} Use one of the 50 v3 task "
+                         f"names (an optional '-v3' suffix is accepted): {', '.join(sorted(TASKS))}")
     return base
 
 
@@ -159,6 +159,11 @@ def _close_at_exit(ref) -> None:
 # ---- suite interface (envs/__init__.py) ----------------------------------------------------------
 def prepare(env_cfg: dict) -> None:
     setup_gl()  # probe GL once in the parent; the workers inherit MUJOCO_GL
+
+
+def check_task(task: str) -> None:
+    """ValueError with the valid names (and the closest) unless `task` is one of the 50; no simulator starts."""
+    parse_task(task)
 
 
 def make(env_cfg: dict, task: str, seed: int, max_action_dim: int) -> MetaWorldEnv:

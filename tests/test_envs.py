@@ -2,13 +2,16 @@
 
 Real dm_control and real worker processes, no mocks; the whole file runs in well under a minute.
 """
+import functools
 import os
 import pickle
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from conftest import check_padding_ignored
+from conftest import ROOT, check_padding_ignored
 
 from envs import env_fns, make_env
 from envs.dmc import DMCEnv, parse_task
@@ -142,5 +145,30 @@ def test_pool_parallel_auto_reset_and_crash_restart():
 
 
 def test_pool_bad_config_raises():
+    """A builder that fails inside its worker: one RuntimeError with the worker's error."""
     with pytest.raises(RuntimeError, match="(?s)failed to build.*unknown DMC task"):
-        EnvPool(env_fns(CARTPOLE, "cartpole_fly", 0, A, count=1))
+        EnvPool([functools.partial(make_env, CARTPOLE, "cartpole_fly", 0, A)])
+
+
+@pytest.mark.parametrize("suite, task, message", [
+    ("metaworld", "drawer-opne", "unknown Meta-World task 'drawer-opne'. Did you mean 'drawer-open'"),
+    ("dmc", "cheetah_rn", "unknown DMC task 'cheetah_rn'. Did you mean 'cheetah_run'"),
+    ("dmc", "drawer-open", "'drawer-open' is a metaworld task, not a dmc one: add env=metaworld"),
+    ("metaworld", "walker_walk", "'walker_walk' is a dmc task, not a metaworld one: add env=dmc"),
+    ("driving", "highwy", "unknown driving task 'highwy'. Did you mean 'highway'"),
+    ("carla", "town1", "unknown carla task 'town1'. Did you mean 'town01'"),
+])
+def test_a_typod_task_fails_in_the_parent_with_a_suggestion(suite, task, message):
+    """env_fns checks the task before any worker starts (no simulator, no CARLA server), in one line."""
+    with pytest.raises(ValueError, match=message) as err:
+        env_fns(dict(suite=suite), task, 0, A, count=1)
+    assert "\n" not in str(err.value)
+
+
+def test_cli_typo_gives_one_line_and_no_traceback(tmp_path):
+    """`python -m transfer.run` with a typo'd task: exit code 1 and one line that says what to do."""
+    out = subprocess.run([sys.executable, "-m", "transfer.run", "env=metaworld", "task=drawer-opne",
+                          f"run_dir={tmp_path}", "logger.wandb=disabled"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: unknown Meta-World task 'drawer-opne'. Did you mean")

@@ -18,7 +18,10 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from transfer.build import build_trainer
     run_dir = HydraConfig.get().runtime.output_dir
-    trainer = build_trainer(cfg, run_dir)
+    try:
+        trainer = build_trainer(cfg, run_dir)
+    except (ValueError, FileNotFoundError) as err:  # bad input (task, option, teacher or data file): one line
+        raise SystemExit(f"error: {err}") from None
     try:
         if trainer.step >= cfg.trainer.steps:
             log.info("run in %s already finished at step %d; pick another run_dir to train again",

@@ -8,8 +8,10 @@ Source domains (K):
 - hybrid: the values of `method.domain_key` (task or embodiment) among the retrieved trajectories
   (the `retrieved` artifact of the retrieval part, listed first); the VAE learns from the retrieved data.
 
-Parts (transfer/components.py): `vid2act` provides the `action_replay` artifact (this class); `vae_prior`
-provides the VAE decoder as the guidance `prior` (method.prior=vae).
+Parts (transfer/components.py), each a class here: `distillation` (the frozen teacher, the source domains
+and the weighted distillation loss; provides the `distillation` artifact), `action_replay` (the VAE on the
+distilled teacher features, its acting observer and the actor's extra input; needs `distillation`,
+provides `action_replay`) and `vae_prior` (the VAE's replayed action as the guidance `prior`).
 
 The domain used by the VAE, k*, is the one with the highest learned weight: per imagination start
 state and per acting step (the teacher filters the real observations with its own state). With
@@ -59,9 +61,12 @@ class ReplayGuidance(GuidedActing):
         return self.owner.last_prior[list(indices)].astype(np.float32)
 
 
-class Vid2Act:
+class Distillation:
+    """The `distillation` part: the frozen teacher, the source domains (K) and the learned, floored,
+    per-domain weighted distillation of the teacher's features into the student's (student/distill.py)."""
+
     def __init__(self, trainer):
-        cfg, m, agent = trainer.cfg, trainer.cfg.method, trainer.agent
+        m, agent = trainer.cfg.method, trainer.agent
         self.m, self.agent, self.device = m, agent, trainer.device
         self.teacher = build_teacher(trainer.teacher, trainer.device)  # frozen; never attached or saved
         if self.teacher.act_dim != agent.act_dim:
@@ -72,57 +77,86 @@ class Vid2Act:
         k, fs = len(self.names), agent.wm.rssm.feat_dim
         counts = np.bincount(self.source.label, minlength=k)
         self.fixed = int(np.argmax(counts))  # k* when weights are not learned
-        d, a = m.distill, m.action_replay
+        d = m.distill
         self.learned = d.enabled and d.weights == "learned"
         self.distiller = agent.attach("distiller", DomainDistiller(
             self.teacher.rssm.feat_dim, fs, k, conditioned=not self.teacher.labels, layers=d.layers,
             units=d.units, floor=d.floor, weights=d.weights, score_layers=d.score_layers,
             fit=d.get("fit", "weighted"), residual=d.get("residual", False)))
-        self.vae = agent.attach("action_vae", ActionVAE(fs, trainer.spec.action_mask, k, a.units, a.hidden)) \
-            if a.enabled else None
-        self.rng = trainer.rng("vid2act", cfg.seed + 11)
         self.best = None             # (N,) k* per imagination start state, set by the loss term
-        self.last_prior = None       # (N, A) the VAE's action on the last acting step (guidance prior)
         # summed on the device and read once per log (no host sync per update)
-        self.weight_sum, self.weight_n, self.vae_log = torch.zeros(k, device=self.device), 0, []
+        self.weight_sum, self.weight_n = torch.zeros(k, device=self.device), 0
+        if d.enabled:
+            agent.loss_terms.append(self.loss)
+        trainer.log_sources.append(self.metrics)
+
+    def loss(self, agent, batch: dict, post: dict) -> dict:
+        student = agent.wm.rssm.feat(post)  # (B, T, Fs), not detached
+        loss, w = self.distiller(teacher_features(self.teacher, batch), student)  # (B, T), (B, T, K)
+        w = w.detach()
+        self.weight_sum += w.mean((0, 1)).float()
+        self.weight_n += 1
+        self.best = w.argmax(-1).flatten() if self.learned else None  # (B*T,) like the start states
+        return {"distill": self.m.distill.alpha * loss}
+
+    def choose(self, teacher_feat: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+        """teacher_feat (N, K|1, Ft), student (N, Fs) -> k* (N,)."""
+        if not self.learned:
+            return torch.full(student.shape[:1], self.fixed, device=student.device, dtype=torch.long)
+        return self.distiller.weights(teacher_feat, student).argmax(-1)
+
+    def metrics(self) -> dict:
+        """Mean domain weights since the last call (Vid2Act Fig. 9)."""
+        if not self.weight_n:
+            return {}
+        w = (self.weight_sum / self.weight_n).tolist()
+        self.weight_sum, self.weight_n = torch.zeros_like(self.weight_sum), 0
+        return {f"distill/weight_{name}": v for name, v in zip(self.names, w)}
+
+
+class ActionReplay:
+    """The `action_replay` part: a conditional VAE on the distilled teacher features of the source data
+    (student/vae.py), trained with the world model; on acting steps the teacher filters the real observations
+    and the VAE replays an action for k* (the guidance prior's action); optionally the actor's extra input."""
+
+    def __init__(self, trainer):
+        cfg, m, agent = trainer.cfg, trainer.cfg.method, trainer.agent
+        self.d = trainer.artifacts["distillation"]
+        self.m, self.agent, self.device = m, agent, trainer.device
+        a = m.action_replay
+        self.vae = agent.attach("action_vae", ActionVAE(agent.wm.rssm.feat_dim, trainer.spec.action_mask,
+                                                        len(self.d.names), a.units, a.hidden))
+        self.rng = trainer.rng("vid2act", cfg.seed + 11)
+        self.last_prior = None       # (N, A) the VAE's action on the last acting step (guidance prior)
+        self.vae_log = []
         agent.loss_terms.append(self.loss)
         wants_prior = m.get("guidance", False) and m.get("prior", "bc") == "vae"
-        if wants_prior and self.vae is None:
-            raise ValueError("method.prior=vae needs method.action_replay.enabled=true (or use method.prior=bc)")
-        if self.vae is not None and (m.actor_input or wants_prior):
+        if m.actor_input or wants_prior:
             agent.acting_observers.append(self.observe)
-        if self.vae is not None and m.actor_input:
+        if m.actor_input:
             agent.set_actor_input(self)
-        if self.vae is not None and a.get("pretrain_steps", 0) and (m.actor_input or wants_prior) \
+        if a.get("pretrain_steps", 0) and (m.actor_input or wants_prior) \
                 and not trainer.ckpt_path.exists():  # a resumed run has its trained VAE in the checkpoint
             self.pretrain_vae(trainer, a.pretrain_steps)
         trainer.log_sources.append(self.metrics)
 
     # ---- world-model loss term -----------------------------------------------------------------
     def loss(self, agent, batch: dict, post: dict) -> dict:
-        out, student = {}, agent.wm.rssm.feat(post)  # (B, T, Fs), not detached
-        if self.m.distill.enabled:
-            loss, w = self.distiller(teacher_features(self.teacher, batch), student)  # (B, T), (B, T, K)
-            out["distill"] = self.m.distill.alpha * loss
-            w = w.detach()
-            self.weight_sum += w.mean((0, 1)).float()
-            self.weight_n += 1
-            self.best = w.argmax(-1).flatten() if self.learned else None  # (B*T,) like the start states
         freeze = self.m.action_replay.freeze_after  # 0: trained all along (authors' code); N: frozen after N updates
-        if self.vae is not None and (not freeze or agent.updates < freeze):
-            out["action_replay"] = self.m.action_replay.beta * self.vae_loss()
-        return out
+        if freeze and agent.updates >= freeze:
+            return {}
+        return {"action_replay": self.m.action_replay.beta * self.vae_loss()}
 
     def vae_loss(self) -> torch.Tensor:
         """The VAE on a source batch: distilled teacher feature at t (for the source's own domain) -> the
         action taken there (stored at t + 1)."""
         a = self.m.action_replay
-        sb = self.source.sample(a.batch, a.length, self.rng)
+        teacher, sb = self.d.teacher, self.d.source.sample(a.batch, a.length, self.rng)
         t = {k: torch.as_tensor(sb[k]).to(self.device) for k in ("image", "action", "is_first", "label", "action_mask")}
         b, n = t["is_first"].shape
         with torch.no_grad():
-            tf = teacher_features(self.teacher, t, labels=t["label"] if self.teacher.labels else None)  # (B, T, 1, Ft)
-            d = self.distiller.distilled(tf)  # (B, T, K, Fs)
+            tf = teacher_features(teacher, t, labels=t["label"] if teacher.labels else None)  # (B, T, 1, Ft)
+            d = self.d.distiller.distilled(tf)  # (B, T, K, Fs)
             s = d.gather(2, t["label"][:, None, None, None].expand(b, n, 1, d.shape[-1])).squeeze(2)  # (B, T, Fs)
         label = t["label"][:, None].expand(b, n - 1)
         mask = t["action_mask"][:, None].expand(b, n - 1, -1)  # the source's native dims
@@ -143,13 +177,7 @@ class Vid2Act:
         self.vae_log = []
         trainer.logger_rows.append({"vae/pretrain_first_mse": mse[0], "vae/pretrain_final_mse": float(np.mean(mse[-10:]))})
 
-    # ---- the domain k* and the actor's extra input -----------------------------------------------
-    def choose(self, teacher_feat: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
-        """teacher_feat (N, K|1, Ft), student (N, Fs) -> k* (N,)."""
-        if not self.learned:
-            return torch.full(student.shape[:1], self.fixed, device=student.device, dtype=torch.long)
-        return self.distiller.weights(teacher_feat, student).argmax(-1)
-
+    # ---- the actor's extra input and acting ------------------------------------------------------
     @property
     def extra_dim(self) -> int:
         return self.vae.hidden_dim
@@ -157,8 +185,8 @@ class Vid2Act:
     def imagined(self, feat: torch.Tensor) -> torch.Tensor:
         """(..., N, Fs) -> decoder features (..., N, X) for each start state's k*."""
         n = feat.shape[-2]
-        best = self.best if self.best is not None and len(self.best) == n else \
-            torch.full((n,), self.fixed, device=feat.device, dtype=torch.long)
+        best = self.d.best if self.d.best is not None and len(self.d.best) == n else \
+            torch.full((n,), self.d.fixed, device=feat.device, dtype=torch.long)
         return self.vae.features(feat, best.expand(feat.shape[:-1]))
 
     def acting(self, latent: dict) -> torch.Tensor:
@@ -168,7 +196,7 @@ class Vid2Act:
     def observe(self, x: dict, is_first: torch.Tensor, state: dict, latent: dict) -> dict:
         """One acting step of the frozen teacher on the real observations, with its own state per env (and
         per label for a mixture teacher); chooses k* and the VAE's replayed action."""
-        teacher, n = self.teacher, is_first.shape[0]
+        teacher, n = self.d.teacher, is_first.shape[0]
         kt = max(teacher.labels, 1)
         if "t_deter" in state:  # (N, kt, ...) -> (kt * N, ...), label-major
             prev = {k: state[f"t_{k}"].transpose(0, 1).flatten(0, 1) for k in ("deter", "stoch")}
@@ -180,31 +208,29 @@ class Vid2Act:
         new = teacher.rssm.obs_step(prev, state["action"].repeat(kt, 1), embed, is_first.repeat(kt), cond)
         student = self.agent.wm.rssm.feat(latent)  # (N, Fs)
         tfeat = teacher.rssm.feat(new).reshape(kt, n, -1).transpose(0, 1)  # (N, kt, Ft)
-        domain = self.choose(tfeat, student)
+        domain = self.d.choose(tfeat, student)
         self.last_prior = self.vae.act(student, domain).float().cpu().numpy()  # (N, A)
         carry = {f"t_{k}": new[k].reshape(kt, n, *new[k].shape[1:]).transpose(0, 1) for k in ("deter", "stoch")}
         return {**carry, "domain": domain}
 
     # ---- logs --------------------------------------------------------------------------------
     def metrics(self) -> dict:
-        """Mean domain weights since the last call (Vid2Act Fig. 9) and the VAE's losses."""
-        out = {}
-        if self.weight_n:
-            w = (self.weight_sum / self.weight_n).tolist()
-            out.update({f"distill/weight_{name}": v for name, v in zip(self.names, w)})
-            self.weight_sum, self.weight_n = torch.zeros_like(self.weight_sum), 0
-        if self.vae_log:
-            out.update(mean_metrics(self.vae_log))
-            self.vae_log = []
+        """The VAE's losses since the last call."""
+        out, self.vae_log = (mean_metrics(self.vae_log) if self.vae_log else {}), []
         return out
 
 
-def attach(trainer) -> None:
-    """The `vid2act` part: distillation and action replay; provides trainer.artifacts["action_replay"]."""
-    trainer.artifacts["action_replay"] = Vid2Act(trainer)
+def attach_distillation(trainer) -> None:
+    """The `distillation` part; provides trainer.artifacts["distillation"]."""
+    trainer.artifacts["distillation"] = Distillation(trainer)
+
+
+def attach_action_replay(trainer) -> None:
+    """The `action_replay` part (method.action_replay.enabled); provides trainer.artifacts["action_replay"]."""
+    trainer.artifacts["action_replay"] = ActionReplay(trainer)
 
 
 def attach_prior(trainer) -> None:
     """The `vae_prior` part: the VAE decoder's replayed action as the guidance prior."""
-    owner = trainer.artifacts["action_replay"]  # its VAE exists: Vid2Act checks method.action_replay.enabled
+    owner = trainer.artifacts["action_replay"]
     trainer.artifacts["prior"] = lambda schedule, n: ReplayGuidance(owner, schedule, n)

@@ -17,10 +17,11 @@ def names(*overrides):
     (["method=gsa", "method.guidance=false"], ["retrieval", "rehearsal", "shift_monitor"]),
     (["method=gsa", "method.rehearsal=false"], ["retrieval", "shift_monitor", "bc_prior", "guidance"]),
     (["method=gsa", "method.shift.every=0"], ["retrieval", "rehearsal", "bc_prior", "guidance"]),
-    (["method=hybrid"], ["retrieval", "rehearsal", "shift_monitor", "vid2act", "vae_prior", "guidance"]),
-    (["method=hybrid", "method.prior=bc"], GSA[:4] + ["vid2act", "guidance"]),
-    (["method=hybrid", "method.guidance=false"], ["retrieval", "rehearsal", "shift_monitor", "vid2act"]),
-    (["method=vid2act"], ["vid2act"]),
+    (["method=hybrid"], GSA[:3] + ["distillation", "action_replay", "vae_prior", "guidance"]),
+    (["method=hybrid", "method.prior=bc"], GSA[:4] + ["distillation", "action_replay", "guidance"]),
+    (["method=hybrid", "method.guidance=false"], GSA[:3] + ["distillation", "action_replay"]),
+    (["method=vid2act"], ["distillation", "action_replay"]),
+    (["method=vid2act", "method.action_replay.enabled=false"], ["distillation"]),
     (["method=finetune"], []),
     (["method=dreamer"], []),
     (["method=explore"], ["disagreement"]),
@@ -42,6 +43,7 @@ def test_each_part_attaches_and_every_need_has_a_provider():
     ("[rehearsal,retrieval]", [], "'rehearsal' needs 'retrieved', which no earlier active component provides"),
     ("[retrieval,guidance]", [], r"'guidance' needs 'prior'.*\['bc_prior', 'vae_prior'\]"),
     ("[retrieval,vae_prior,guidance]", ["method.prior=vae"], "'vae_prior' needs 'action_replay'"),
+    ("[retrieval,action_replay]", [], r"'action_replay' needs 'distillation'.*\['distillation'\]"),
     ("[retrieval,rehersal]", [], "unknown method component 'rehersal'; known: "),
 ])
 def test_a_wrong_list_fails_with_one_clear_line(components, overrides, message):
@@ -52,3 +54,8 @@ def test_a_wrong_list_fails_with_one_clear_line(components, overrides, message):
 def test_gsa_with_the_vae_prior_but_no_action_replay_fails_clearly():
     with pytest.raises(ValueError, match="'guidance' needs 'prior'"):
         active(compose("method=gsa", "method.prior=vae").method)
+
+
+def test_the_hybrid_without_action_replay_but_a_vae_prior_fails_clearly():
+    with pytest.raises(ValueError, match="'vae_prior' needs 'action_replay'.*switched on"):
+        active(compose("method=hybrid", "method.action_replay.enabled=false").method)

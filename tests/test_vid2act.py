@@ -9,7 +9,7 @@ import torch
 from conftest import collect_random, compose, pretrain_cfg
 from student.distill import DomainDistiller, teacher_features
 from student.vae import ActionVAE
-from student.vid2act import ReplayGuidance, Vid2Act
+from student.vid2act import ReplayGuidance
 from teacher.model import build_teacher, read_teacher
 from teacher.pretrain import Pretrainer
 from transfer.diagnose import diagnose
@@ -61,8 +61,14 @@ def rows(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def component(trainer) -> Vid2Act:
-    return next(h.__self__ for h in trainer.agent.loss_terms if isinstance(getattr(h, "__self__", None), Vid2Act))
+def component(trainer):
+    """The run's distillation part (frozen teacher, source domains, distiller)."""
+    return trainer.artifacts["distillation"]
+
+
+def replay(trainer):
+    """The run's action-replay part (the VAE), or None when it is switched off."""
+    return trainer.artifacts.get("action_replay")
 
 
 def test_vid2act_end_to_end_keeps_teacher_frozen(tmp_path, mixture):
@@ -92,7 +98,7 @@ def test_vid2act_ablations(tmp_path, mixture):
     w = [r["distill/weight_walker_walk"] for r in rows(tmp_path / "u") if "distill/weight_walker_walk" in r]
     assert w and all(x == pytest.approx(0.5) for x in w) and uniform.best is None
     no_replay = run(tmp_path / "n", *base, "method.action_replay.enabled=false")
-    assert component(no_replay).vae is None and no_replay.agent.ac.actor_input is None
+    assert replay(no_replay) is None and no_replay.agent.ac.actor_input is None
     assert no_replay.agent.ac.actor.net[0].in_features == no_replay.agent.wm.rssm.feat_dim
 
 
@@ -102,7 +108,7 @@ def test_hybrid_end_to_end_with_vae_prior(tmp_path, generalist):
                   *GSA_FAST)
     v = component(trainer)
     assert v.names == ["cartpole_balance"]  # only cartpole's action dim is compatible: one retrieved domain
-    assert not (tmp_path / "bc_prior.pt").exists() and v.last_prior is not None
+    assert not (tmp_path / "bc_prior.pt").exists() and replay(trainer).last_prior is not None
     guided = [r["guidance/fraction"] for r in rows(tmp_path) if "guidance/fraction" in r]
     assert guided and guided[0] == 1.0  # warm-up episodes are guided whole, by the VAE
     for k, value in v.teacher.state_dict().items():
@@ -154,7 +160,7 @@ def test_residual_distiller_needs_equal_feature_sizes():
 def test_hybrid_ablations(tmp_path, generalist):
     base = ["method=hybrid", f"teacher={generalist}", "task=cartpole_balance", "trainer.steps=60", *GSA_FAST]
     bc = run(tmp_path / "bc", *base, "method.prior=bc")
-    assert (tmp_path / "bc" / "bc_prior.pt").exists() and component(bc).last_prior is None
+    assert (tmp_path / "bc" / "bc_prior.pt").exists() and replay(bc).last_prior is None
     off = run(tmp_path / "off", *base, "method.distill.enabled=false")
     assert not any("train/loss_distill" in r for r in rows(tmp_path / "off"))
     assert any("train/loss_action_replay" in r for r in rows(tmp_path / "off"))

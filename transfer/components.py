@@ -8,7 +8,8 @@ method config) is off is skipped and provides nothing. `active(method)` checks t
 starts and fails with one clear line. The loop itself never asks which method runs.
 
 Artifacts: retrieved (student.gsa.Retrieved: the retrieved offline trajectories), prior (a factory
-(schedule, num_envs) -> GuidedActing whose prior acts), action_replay (the Vid2Act part: distiller + VAE).
+(schedule, num_envs) -> GuidedActing whose prior acts), distillation (student.vid2act.Distillation: frozen
+teacher, source domains, distiller), action_replay (student.vid2act.ActionReplay: the VAE).
 """
 from __future__ import annotations
 
@@ -18,8 +19,13 @@ from typing import Callable
 
 
 def switch(key: str) -> Callable[[dict], bool]:
-    """On unless the method config sets `key` false (a missing key is on)."""
-    return lambda method: bool(method.get(key, True))
+    """On unless the method config sets `key` (dotted, e.g. "action_replay.enabled") false; missing is on."""
+    def on(method) -> bool:
+        node = method
+        for part in key.split("."):
+            node = node.get(part, True) if hasattr(node, "get") else True
+        return bool(node)
+    return on
 
 
 def shift_on(method) -> bool:
@@ -45,7 +51,9 @@ COMPONENTS = {
     "rehearsal": Part("student.rehearsal:attach", needs=("retrieved",), on=switch("rehearsal")),  # mixed batches
     "shift_monitor": Part("student.shift:attach", needs=("retrieved",), on=shift_on),  # GSA Fig. 2 distances
     "bc_prior": Part("student.gsa:attach_bc_prior", needs=("retrieved",), provides=("prior",), on=prior_is("bc")),
-    "vid2act": Part("student.vid2act:attach", uses=("retrieved",), provides=("action_replay",)),  # distillation + VAE
+    "distillation": Part("student.vid2act:attach_distillation", uses=("retrieved",), provides=("distillation",)),
+    "action_replay": Part("student.vid2act:attach_action_replay", needs=("distillation",), provides=("action_replay",),
+                          on=switch("action_replay.enabled")),   # Vid2Act's conditional VAE
     "vae_prior": Part("student.vid2act:attach_prior", needs=("action_replay",), provides=("prior",),
                       on=prior_is("vae")),
     "guidance": Part("student.guidance:attach", needs=("prior",), on=switch("guidance")),  # the prior acts some episodes

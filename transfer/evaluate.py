@@ -23,8 +23,9 @@ from omegaconf import OmegaConf, open_dict
 ADDED_KEYS = {"trainer.eval_policy": "mode", "trainer.overlap": False}
 # method.components of runs made before the parts were split (2026-11-30) -> the same parts today
 RENAMED_COMPONENTS = {("gsa",): ["retrieval", "rehearsal", "shift_monitor", "bc_prior", "guidance"],
-                      ("gsa", "vid2act"): ["retrieval", "rehearsal", "shift_monitor", "bc_prior", "vid2act",
-                                           "vae_prior", "guidance"]}
+                      ("vid2act",): ["distillation", "action_replay"],
+                      ("gsa", "vid2act"): ["retrieval", "rehearsal", "shift_monitor", "bc_prior", "distillation",
+                                           "action_replay", "vae_prior", "guidance"]}
 
 
 def rebuild(run_dir, **overrides):

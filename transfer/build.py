@@ -1,15 +1,27 @@
-"""The composition root: resolve the teacher (the embedded default included), pick the method's components
-and the agent's initial weights, and hand them to the one training loop. `transfer.loop` imports nothing
-from `teacher/` or `student/`; this module and the components registry (transfer/components.py) do.
+"""The composition root: resolve the teacher (the embedded default included), pick the method's components,
+build the env workers, the agent (with its initial weights) and its replay, and hand them to the one training
+loop. `transfer.loop` imports nothing from `teacher/` or `student/`; this module and the components registry
+(transfer/components.py) do.
 
     trainer = build_trainer(cfg, run_dir)   # a run directory with a checkpoint resumes from it
 """
 from __future__ import annotations
 
 import logging
+import pathlib
+import random
 
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from core.agent import Agent
+from core.replay import Replay
+from core.runtime import resolve_device
+from envs import env_fns
+from envs.workers import EnvPool
 from transfer.components import active
-from transfer.loop import Trainer
+from transfer.loop import Parts, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +51,32 @@ def resolve_teacher(cfg) -> dict | None:
 
 
 def build_trainer(cfg, run_dir) -> Trainer:
-    """A Trainer for cfg in run_dir with the method's parts: teacher, components (checked by name before
-    anything starts) and, for methods that fine-tune it, the teacher's weights as the agent's start."""
+    """A Trainer for cfg in run_dir with the method's parts: components (checked by name and order before
+    anything starts), teacher, env workers, the agent (for methods that fine-tune it, the teacher's weights
+    as its start; a resumed run then loads its own) and its replay."""
+    t = cfg.trainer
+    Trainer.check(cfg)
     components = [attach for _, attach in active(cfg.method)]  # unknown names or a wrong order fail here
     teacher = resolve_teacher(cfg)  # before any worker starts: a bad teacher fails fast
-    return Trainer(cfg, run_dir, teacher=teacher, components=components,
-                   init_agent=from_teacher(teacher) if teacher is not None and cfg.method.get("init_from_teacher") else None)
-
-
-def from_teacher(teacher: dict):
-    """init_agent for methods that fine-tune the teacher: its world-model weights (a resumed run then loads its own)."""
-    from teacher.model import load_pretrained
-    return lambda agent: load_pretrained(agent.wm, teacher)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = resolve_device(cfg.device)
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    envs = EnvPool(env_fns(env_cfg, cfg.task, cfg.seed, cfg.max_action_dim, t.envs), t.parallel)
+    try:
+        spec, size = envs.specs[0], envs.specs[0].image_size
+        # Seeded here, after the teacher is resolved: building the default teacher in-process draws from the
+        # global generators, so seeding earlier would give a first run other weights than a rerun.
+        random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
+        agent = Agent({"image": (size, size, 3)}, spec.action_mask, cfg.model, device)
+        if teacher is not None and cfg.method.get("init_from_teacher"):
+            from teacher.model import load_pretrained
+            load_pretrained(agent.wm, teacher)
+        replay = Replay(pathlib.Path(run_dir) / "replay", t.replay_capacity, t.envs, (size, size, 3),
+                        cfg.max_action_dim, seed=cfg.seed)
+        parts = Parts(device, envs, env_fns(env_cfg, cfg.task, cfg.seed + 10_000, cfg.max_action_dim, t.eval_envs),
+                      agent, replay, teacher, components)
+        return Trainer(cfg, run_dir, parts)
+    except BaseException:
+        envs.close()
+        raise

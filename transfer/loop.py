@@ -3,15 +3,15 @@ updates at `train_ratio`, periodic evaluation on separate envs, logging and resu
 
 Counters are environment steps (frames, action repeat included). Everything is written under the
 run directory; constructing a Trainer on a run directory with a checkpoint resumes from it. The Trainer
-receives the method's parts (teacher, components, initial weights) from the composition root,
+receives everything it runs (`Parts`: envs, agent, replay, teacher, components) from the composition root,
 transfer/build.py, and imports nothing from teacher/ or student/.
 """
 from __future__ import annotations
 
 import logging
 import pathlib
-import random
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,8 +21,7 @@ from core import checkpoint
 from core.agent import Agent
 from core.logger import Logger, mean_metrics
 from core.replay import Replay
-from core.runtime import resolve_device
-from envs import REPLAY_KEYS, env_fns
+from envs import REPLAY_KEYS
 from envs.episodes import EpisodeStats, run_episodes, summarize
 from envs.workers import EnvPool
 
@@ -30,35 +29,38 @@ log = logging.getLogger(__name__)
 EVAL_POLICIES = ("sample", "mode")  # trainer.eval_policy
 
 
+@dataclass
+class Parts:
+    """What a Trainer runs, built by transfer/build.py: training env workers, builders of the eval envs,
+    the agent (initial weights set), its replay, the teacher file's info and the components' attach functions."""
+    device: torch.device
+    envs: EnvPool
+    eval_fns: list
+    agent: Agent
+    replay: Replay
+    teacher: dict | None = None
+    components: list = field(default_factory=list)
+
+
 class Trainer:
-    def __init__(self, cfg, run_dir, teacher: dict | None = None, components=(), init_agent=None):
-        """teacher: the teacher file's info (components read it); components: callables that each attach one
-        part to this trainer; init_agent(agent): sets the agent's initial weights (before a resume loads
-        its own). transfer.build.build_trainer resolves all three from cfg."""
+    @staticmethod
+    def check(cfg) -> None:
+        """The loop's own settings, checked before any part is built (ValueError that says what to use)."""
+        if cfg.trainer.eval_policy not in EVAL_POLICIES:
+            raise ValueError(f"trainer.eval_policy={cfg.trainer.eval_policy!r}: use one of {', '.join(EVAL_POLICIES)}")
+
+    def __init__(self, cfg, run_dir, parts: Parts):
+        """Wires the parts into the loop: components attach through the seams below, then a checkpoint in
+        run_dir (if any) is resumed and the logger opened."""
         self.cfg, t = cfg, cfg.trainer
         self.dir = pathlib.Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_path = self.dir / "checkpoint.pt"
-        if t.eval_policy not in EVAL_POLICIES:
-            raise ValueError(f"trainer.eval_policy={t.eval_policy!r}: use one of {', '.join(EVAL_POLICIES)}")
-        if t.threads:
-            torch.set_num_threads(t.threads)
-        self.device = resolve_device(cfg.device)
-        self.teacher = teacher
-        env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-        self.envs = EnvPool(env_fns(env_cfg, cfg.task, cfg.seed, cfg.max_action_dim, t.envs), t.parallel)
-        self.eval_fns = env_fns(env_cfg, cfg.task, cfg.seed + 10_000, cfg.max_action_dim, t.eval_envs)
+        self.device, self.teacher = parts.device, parts.teacher
+        self.envs, self.eval_fns = parts.envs, parts.eval_fns
         self.spec = self.envs.specs[0]
         self.frames_per_step = self.spec.action_repeat
-        size = self.spec.image_size
-        # Seeded here, after the teacher is resolved (build.py): building the default teacher in-process draws from the
-        # global generators, so seeding earlier would give a first run other weights than a rerun.
-        random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
-        self.agent = Agent({"image": (size, size, 3)}, self.spec.action_mask, cfg.model, self.device)
-        if init_agent is not None:
-            init_agent(self.agent)  # e.g. the teacher's weights; a resumed run then loads its own
-        self.replay = Replay(self.dir / "replay", t.replay_capacity, t.envs, (size, size, 3),
-                             cfg.max_action_dim, seed=cfg.seed)
+        self.agent, self.replay = parts.agent, parts.replay
         # Seams that method components (transfer/components.py) set; the loop never asks which method runs:
         self.batch_source = self.replay.sample  # (B, T) -> world-model batch of numpy arrays
         self.acting_hooks: list = []    # (trainer, obs list, actions (N, A) np) -> executed actions (N, A)
@@ -67,7 +69,7 @@ class Trainer:
         self.priors: list = []          # (num_envs) -> GuidedActing whose prior acts whole episodes (diagnostics)
         self.artifacts: dict = {}       # what a component provides to later ones (transfer/components.py)
         self.rngs = {"replay": self.replay.rng}  # named numpy generators, saved and restored (see rng())
-        for attach in components:
+        for attach in parts.components:
             attach(self)  # switches a part on: loss term, reward, batch source, prior...
         self.step, self.episodes, self.update_budget = 0, 0, 0.0
         self.next_eval, self.wandb_id = t.eval_every, None

@@ -1,6 +1,7 @@
 """GSA's own parts (transfer/components.py): `retrieval` (the offline trajectories nearest to the target's
-reset frames, provided as the `retrieved` artifact) and `bc_prior` (a behaviour-cloned policy on them,
-provided as the guidance `prior`). Rehearsal (student/rehearsal.py), the shift monitor (student/shift.py)
+reset frames, provided as the `retrieved` artifact), `task_data` (instead of retrieval, the target task's own
+trajectories from the manifest, as GSA gave its baselines; method=jsrl) and `bc_prior` (a behaviour-cloned
+policy on them, provided as the guidance `prior`). Rehearsal (student/rehearsal.py), the shift monitor (student/shift.py)
 and guidance (student/guidance.py) are parts of their own; method=gsa lists all five.
 
 Cached in the run directory so that a resumed run keeps its choices: `retrieved.json` (trajectory
@@ -89,6 +90,24 @@ def attach_retrieval(trainer) -> None:
     root = m.dataset or trainer.teacher["dataset"]["root"]
     dataset = OfflineDataset(root, max_action_dim=cfg.max_action_dim)
     indices = retrieved_indices(trainer, dataset)
+    trainer.artifacts["retrieved"] = Retrieved(str(root), dataset, indices, dataset.subset(indices))
+
+
+def attach_task_data(trainer) -> None:
+    """The `task_data` part (JSRL-BC and GSA's other baselines): the target task's own trajectories, selected
+    from the dataset manifest (no retrieval, no teacher needed); provides trainer.artifacts["retrieved"]."""
+    cfg, m = trainer.cfg, trainer.cfg.method
+    root = m.get("dataset") or (trainer.teacher or {}).get("dataset", {}).get("root")
+    if not root:
+        raise ValueError(f"method={m.name} needs offline data of the target task: pass method.dataset=DIR (a dataset "
+                         f"from `python -m teacher.collect` holding {cfg.task} trajectories)")
+    dataset = OfflineDataset(root, max_action_dim=cfg.max_action_dim)
+    indices = [i for i, row in enumerate(dataset.meta) if row["task"] == cfg.task]
+    if not indices:
+        raise ValueError(f"{root} holds no trajectories of task {cfg.task!r}; collect some (python -m teacher.collect "
+                         f"--dataset {root} --tasks {cfg.task} ...) or pass another method.dataset")
+    log.info("task data: %d trajectories of %s in %s", len(indices), cfg.task, root)
+    trainer.logger_rows.append({"task_data/trajectories": float(len(indices))})
     trainer.artifacts["retrieved"] = Retrieved(str(root), dataset, indices, dataset.subset(indices))
 
 

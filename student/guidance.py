@@ -1,6 +1,7 @@
 """GSA's execution guidance: when the behaviour-cloned prior (student/bc.py) acts instead of the agent.
 
-Owns: `GuidanceSchedule` (the linear probability schedule and the per-episode plan) and
+Owns: `GuidanceSchedule` (the linear probability schedule and the per-episode plan), `PrefixSchedule`
+(JSRL's: the prior acts the first h steps of every episode) and
 `GuidedActing` (per-env frame stacks, plans and episode step counters for N parallel envs, the
 batched prior forward pass and the guided-step counters for logging).
 
@@ -60,6 +61,37 @@ class GuidanceSchedule:
             return None
         length = int(self.durations[rng.integers(len(self.durations))])
         return int(rng.integers(t - length + 1)), length
+
+
+class PrefixSchedule(GuidanceSchedule):
+    """JSRL's rule (JSRL-BC, GSA's baseline): in every episode the prior acts for the first h agent steps, h
+    drawn uniformly from `prefixes` (e.g. 0, 10, ..., 100; capped at the episode length T), then the learner.
+    No warm-up special case and no decay; h = 0 leaves the episode to the learner."""
+
+    def __init__(self, prefixes, episode_length: int = 500):
+        prefixes = [int(h) for h in prefixes]
+        if not prefixes or min(prefixes) < 0:
+            raise ValueError(f"method.schedule.prefixes={prefixes}: give agent-step counts >= 0, e.g. [0, 10, ..., 100]")
+        super().__init__(1.0, 1.0, 0, episode_length, 0)
+        self.prefixes = np.minimum(np.array(prefixes, np.int64), self.episode_length)  # (P,)
+
+    def probability(self, step: int) -> float:
+        """The share of episodes in which the prior acts at all (h > 0)."""
+        return float(np.mean(self.prefixes > 0))
+
+    def plan(self, step: int, rng: np.random.Generator) -> tuple[int, int] | None:
+        h = int(self.prefixes[rng.integers(len(self.prefixes))])
+        return (0, h) if h > 0 else None
+
+
+def make_schedule(s, episode_length: int, warmup: int) -> GuidanceSchedule:
+    """method.schedule -> its schedule: kind linear (GSA, the default) or prefix (JSRL)."""
+    kind = s.get("kind", "linear")
+    if kind == "prefix":
+        return PrefixSchedule(s.prefixes, episode_length)
+    if kind != "linear":
+        raise ValueError(f"method.schedule.kind={kind!r}: use linear (GSA) or prefix (JSRL)")
+    return GuidanceSchedule(s.initial, s.final, s.duration, episode_length, warmup)
 
 
 class GuidedActing:
@@ -158,7 +190,7 @@ def attach(trainer) -> None:
     fractions; trainer.priors gets the same prior acting whole episodes (Trainer.evaluate_prior)."""
     make_guide = trainer.artifacts["prior"]
     cfg, s = trainer.cfg, trainer.cfg.method.schedule
-    schedule = GuidanceSchedule(s.initial, s.final, s.duration, trainer.spec.episode_length, cfg.trainer.warmup)
+    schedule = make_schedule(s, trainer.spec.episode_length, cfg.trainer.warmup)
     guide, rng = make_guide(schedule, trainer.envs.num_envs), trainer.rng("guidance", cfg.seed + 7)
     trainer.acting_hooks.append(lambda tr, obs, action: guide.apply(obs, action, tr.step, rng)[0])
     trainer.log_sources.append(guide.metrics)

@@ -23,6 +23,8 @@ def names(*overrides):
     (["method=vid2act"], ["distillation", "action_replay"]),
     (["method=vid2act", "method.action_replay.enabled=false"], ["distillation"]),
     (["method=finetune"], []),
+    (["method=jsrl"], ["task_data", "bc_prior", "guidance"]),
+    (["method=jsrl", "method.guidance=false"], ["task_data"]),
     (["method=dreamer"], []),
     (["method=explore"], ["disagreement"]),
 ])

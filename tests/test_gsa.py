@@ -10,10 +10,11 @@ from student.rehearsal import Rehearsal
 from teacher.pretrain import Pretrainer
 from transfer.build import build_trainer
 
-FAST = ["preset=quick_dmc", "env.action_repeat=2", "trainer.warmup=40", "trainer.batch_size=4",
+LOOP = ["preset=quick_dmc", "env.action_repeat=2", "trainer.warmup=40", "trainer.batch_size=4",
         "trainer.batch_length=8", "trainer.train_ratio=32", "trainer.eval_every=1000000",
         "trainer.final_eval_episodes=1", "trainer.log_every=20", "logger.wandb=disabled", "logger.progress=false",
-        "method.retrieval.queries=2", "method.bc.steps=4", "method.bc.batch=8", "method.schedule.duration=200"]
+        "method.bc.steps=4", "method.bc.batch=8"]
+FAST = LOOP + ["method.retrieval.queries=2", "method.schedule.duration=200"]
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +120,40 @@ def test_resume_continues_every_random_stream(tmp_path, teacher):
                 uninterrupted[name].integers(1 << 30, size=8).tolist()
     finally:
         resumed.close()
+
+
+def test_jsrl_end_to_end_stores_the_priors_prefix(tmp_path, teacher):
+    """method=jsrl on real cartpole: DreamerV3 from scratch, a BC prior on the task's own trajectories (from the
+    manifest), and every episode starts with the prior for h in prefixes; the executed actions are stored."""
+    from student.guidance import PrefixSchedule
+    data = str(read_teacher_dataset(teacher))
+    cfg = compose(*LOOP, "method=jsrl", f"method.dataset={data}", "env=dmc", "task=cartpole_balance",
+                  "env.episode_frames=40", "trainer.steps=120", "method.schedule.prefixes=[20]", f"run_dir={tmp_path}")
+    trainer = build_trainer(cfg, tmp_path)
+    try:
+        assert len(trainer.artifacts["retrieved"].indices) == 3 and trainer.teacher is None
+        prior = trainer.artifacts["prior"](PrefixSchedule([20], 20), 1)
+        trainer.run()
+    finally:
+        trainer.close()
+    assert (tmp_path / "bc_prior.pt").exists() and trainer.agent.updates > 0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["task_data/trajectories"] for r in rows if "task_data/trajectories" in r] == [3.0]
+    assert all(r["guidance/fraction"] == 1.0 for r in rows if "guidance/fraction" in r)  # h = T: all prior
+    # the replay holds the prior's actions (stored at t + 1): replay them through the prior's own stacks
+    steps = {k: np.concatenate([np.load(tmp_path / "replay" / f)[k] for f in trainer.replay.files])
+             for k in ("image", "action", "is_first")}
+    first = np.flatnonzero(steps["is_first"])[0]
+    obs = [{"image": steps["image"][first + t], "is_first": t == 0, "is_last": False} for t in range(5)]
+    expected = [prior.apply([o], np.zeros((1, 12), np.float32), 0, np.random.default_rng(0))[0][0] for o in obs]
+    np.testing.assert_allclose(steps["action"][first + 1:first + 5], np.stack(expected[:4]), atol=1e-5)
+    with pytest.raises(ValueError, match="holds no trajectories of task 'walker_run'"):
+        build_trainer(compose(*LOOP, "method=jsrl", f"method.dataset={data}", "task=walker_run",
+                              f"run_dir={tmp_path / 'x'}"), tmp_path / "x")
+    with pytest.raises(ValueError, match="needs offline data of the target task: pass method.dataset=DIR"):
+        build_trainer(compose(*LOOP, "method=jsrl", f"run_dir={tmp_path / 'y'}"), tmp_path / "y")
+
+
+def read_teacher_dataset(teacher):
+    from teacher.model import read_teacher
+    return read_teacher(teacher)["dataset"]["root"]

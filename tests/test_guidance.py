@@ -254,3 +254,26 @@ def test_guided_acting_acts_only_inside_the_plans():
     assert guide.act([]).shape == (0, A)
     for env in envs:
         env.close()
+
+
+def test_jsrl_prefix_schedule_draws_h_and_the_prior_acts_first():
+    """JSRL: h uniform over the prefixes (capped at T), plan (0, h), no plan for h = 0, no warm-up rule."""
+    from student.guidance import PrefixSchedule, make_schedule
+    schedule = PrefixSchedule([0, 10, 20, 30], episode_length=25)
+    rng = np.random.default_rng(0)
+    plans = [schedule.plan(step, rng) for step in range(4000)]
+    drawn = [0 if p is None else p[1] for p in plans]
+    assert sorted(set(drawn)) == [0, 10, 20, 25]                          # 30 is capped at T = 25
+    assert all(p is None or p[0] == 0 for p in plans)                     # always a prefix
+    counts = np.bincount(drawn, minlength=26)[[0, 10, 20, 25]] / len(drawn)
+    assert np.allclose(counts, 0.25, atol=0.03)                           # uniform
+    assert schedule.probability(0) == schedule.probability(10 ** 6) == 0.75
+    guide = GuidedActing(None, schedule, num_envs=1)
+    guide.plans[0], guide.t[0] = (0, 10), 9
+    assert guide.use_prior(0)
+    guide.t[0] = 10
+    assert not guide.use_prior(0)                                         # the learner from step h on
+    with pytest.raises(ValueError, match="prefixes"):
+        PrefixSchedule([-1, 10])
+    with pytest.raises(ValueError, match="kind='nope'"):
+        make_schedule({"kind": "nope"}, 10, 0)

@@ -98,7 +98,7 @@ def method_label(method: dict) -> str:
             node = node.get(key) if isinstance(node, dict) else None
         return node
     name, parts = str(method.get("name", "?")), []
-    if name in ("gsa", "hybrid", "vid2act"):
+    if name in ("gsa", "hybrid", "vid2act", "jsrl"):
         parts = [label for key, value, label in ABLATIONS if get(key) == value]
         if name == "vid2act" and get("actor_input") is False:
             parts.append("no-actor-input")

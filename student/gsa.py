@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -27,11 +28,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Retrieved:
-    """The `retrieved` artifact: the offline dataset, where it lives, and the retrieved trajectories in it."""
-    root: str
+    """The `retrieved` artifact: the offline dataset and the retrieved trajectories in it."""
     dataset: OfflineDataset      # the whole offline dataset
     indices: list[int]           # positions of the retrieved trajectories in `dataset`
-    subset: OfflineDataset       # dataset.subset(indices)
+
+    @cached_property
+    def subset(self) -> OfflineDataset:
+        """The retrieved trajectories alone (one view, shared by the parts that read them)."""
+        return self.dataset.subset(self.indices)
 
 
 def reset_frames(trainer, count: int) -> np.ndarray:
@@ -90,7 +94,7 @@ def attach_retrieval(trainer) -> None:
     root = m.dataset or trainer.teacher["dataset"]["root"]
     dataset = OfflineDataset(root, max_action_dim=cfg.max_action_dim)
     indices = retrieved_indices(trainer, dataset)
-    trainer.artifacts["retrieved"] = Retrieved(str(root), dataset, indices, dataset.subset(indices))
+    trainer.artifacts["retrieved"] = Retrieved(dataset, indices)
 
 
 def attach_task_data(trainer) -> None:
@@ -108,7 +112,7 @@ def attach_task_data(trainer) -> None:
                          f"--dataset {root} --tasks {cfg.task} ...) or pass another method.dataset")
     log.info("task data: %d trajectories of %s in %s", len(indices), cfg.task, root)
     trainer.logger_rows.append({"task_data/trajectories": float(len(indices))})
-    trainer.artifacts["retrieved"] = Retrieved(str(root), dataset, indices, dataset.subset(indices))
+    trainer.artifacts["retrieved"] = Retrieved(dataset, indices)
 
 
 def attach_bc_prior(trainer) -> None:

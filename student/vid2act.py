@@ -40,8 +40,8 @@ def source_data(trainer) -> OfflineDataset:
     """The source data, labelled by domain (see module doc)."""
     cfg, m, info = trainer.cfg, trainer.cfg.method, trainer.teacher
     got = trainer.artifacts.get("retrieved")
-    if got is not None:  # hybrid: the retrieved trajectories
-        return OfflineDataset(got.root, max_action_dim=cfg.max_action_dim).subset(got.indices).with_labels(m.domain_key)
+    if got is not None:  # hybrid: the retrieved trajectories (a view; the dataset is not opened again)
+        return got.subset.with_labels(m.domain_key)
     if not info["labels"]:
         raise ValueError(f"method={m.name} needs a mixture (task-label conditioned) teacher; {cfg.teacher} is "
                          f"{info['kind']}: pretrain one with `python -m teacher.pretrain kind=mixture dataset=DIR`")

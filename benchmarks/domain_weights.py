@@ -31,7 +31,7 @@ def compose(name: str, overrides: list[str]):
 
 def one_seed(root: pathlib.Path, seed: int, teacher_steps: int, frames: int, overrides: list[str],
              name: str) -> list[dict]:
-    from teacher.collect import main as collect
+    from teacher.data.collect import main as collect
     from teacher.pretrain import Pretrainer
     from transfer.build import build_trainer
     data, run, out = root / f"data{seed}", root / f"mixture{seed}", root / f"{name}{seed}"

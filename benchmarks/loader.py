@@ -3,7 +3,7 @@
     python -m benchmarks.loader [--transitions 1000000] [--dir /tmp/wmt-loader-bench] [--traj-length 501]
                                 [--shard-mb 256] [--seconds 15]
 
-Builds a synthetic dataset with teacher.writer.DatasetWriter (lzf, --shard-mb MB shards) in growing
+Builds a synthetic dataset with teacher.data.writer.DatasetWriter (lzf, --shard-mb MB shards) in growing
 stages (10%, 30%, 100% of --transitions; a complete dataset left in --dir by an earlier run is reused,
 each stage then reads the first trajectories with a `where` filter on their seed). The frames are cheap
 stand-ins for rendered 64x64 scenes, so that they compress realistically rather than trivially: a
@@ -32,8 +32,8 @@ import time
 
 import numpy as np
 
-from teacher.dataset import OPEN_FILES, OfflineDataset, read_manifest
-from teacher.writer import DatasetWriter
+from teacher.data.dataset import OPEN_FILES, OfflineDataset, read_manifest
+from teacher.data.writer import DatasetWriter
 
 A = 12
 STAGES = (0.1, 0.3, 1.0)

@@ -44,7 +44,7 @@ def random_success(suite: str, task: str, episodes: int, seed: int = 0) -> dict:
 
 
 def experts(dataset, task: str) -> dict:
-    from teacher.noncurated import expert_success
+    from teacher.data.noncurated import expert_success
     rows = [r for r in dataset.meta if r["task"] == task]
     by_sigma = expert_success(rows).get(task, {})  # {sigma: [success any step, at the last step, episodes]}
     return {"dataset_episodes": len(rows),
@@ -82,7 +82,7 @@ def main(argv=None):
     p.add_argument("--out", default="benchmarks/results/targets.json")
     p.add_argument("--redo", action="store_true")
     args = p.parse_args(argv)
-    from teacher.dataset import OfflineDataset
+    from teacher.data.dataset import OfflineDataset
     dataset = OfflineDataset(args.dataset, max_action_dim=A)
     out = pathlib.Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}

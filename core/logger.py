@@ -1,6 +1,6 @@
 """Metrics to every sink at once: JSONL (always), TensorBoard (always), wandb (offline by default),
 plus a live progress bar with steps/s, ETA and the latest return; `curves` / `plot` read a run's
-metrics.jsonl back (transfer.plot, teacher.pretrain draw with them)."""
+metrics.jsonl back (transfer.report.plot, teacher.pretrain draw with them)."""
 from __future__ import annotations
 
 import json

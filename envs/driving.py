@@ -253,7 +253,7 @@ class DrivingEnv:
                         crash=reason == "crash", stuck=reason == "stuck")
 
     def driver_view(self, lookahead: float = 10.0) -> dict:
-        """Read-only ego state for scripted drivers (teacher/policies.py), not part of the observation:
+        """Read-only ego state for scripted drivers (teacher/data/policies.py), not part of the observation:
         speed (m/s along the car's heading), target_angle (rad from the heading to the lane centre
         `lookahead` m ahead, + = to the right, the +steer side), heading_error (rad, + = turned right of
         the lane), lateral (m from the lane centre, + = right), gap (m to the car ahead in the lane, inf

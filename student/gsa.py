@@ -1,7 +1,7 @@
 """GSA's own parts (transfer/components.py): `retrieval` (the offline trajectories nearest to the target's
 reset frames, provided as the `retrieved` artifact), `task_data` (instead of retrieval, the target task's own
 trajectories from the manifest, as GSA gave its baselines; method=jsrl) and `bc_prior` (a behaviour-cloned
-policy on them, provided as the guidance `prior`). Rehearsal (student/rehearsal.py), the shift monitor (student/shift.py)
+policy on them, provided as the guidance `prior`). Rehearsal (student/rehearsal.py), the shift monitor (student/shift_monitor.py)
 and guidance (student/guidance.py) are parts of their own; method=gsa lists all five.
 
 Cached in the run directory so that a resumed run keeps its choices: `retrieved.json` (trajectory
@@ -20,7 +20,7 @@ import torch
 from envs import make_env
 from student.bc import BCPolicy, train_bc
 from student.guidance import GuidedActing
-from teacher.dataset import OfflineDataset
+from teacher.data.dataset import OfflineDataset
 from teacher.model import build_teacher
 
 log = logging.getLogger(__name__)
@@ -104,11 +104,11 @@ def attach_task_data(trainer) -> None:
     root = m.get("dataset") or (trainer.teacher or {}).get("dataset", {}).get("root")
     if not root:
         raise ValueError(f"method={m.name} needs offline data of the target task: pass method.dataset=DIR (a dataset "
-                         f"from `python -m teacher.collect` holding {cfg.task} trajectories)")
+                         f"from `python -m teacher.data.collect` holding {cfg.task} trajectories)")
     dataset = OfflineDataset(root, max_action_dim=cfg.max_action_dim)
     indices = [i for i, row in enumerate(dataset.meta) if row["task"] == cfg.task]
     if not indices:
-        raise ValueError(f"{root} holds no trajectories of task {cfg.task!r}; collect some (python -m teacher.collect "
+        raise ValueError(f"{root} holds no trajectories of task {cfg.task!r}; collect some (python -m teacher.data.collect "
                          f"--dataset {root} --tasks {cfg.task} ...) or pass another method.dataset")
     log.info("task data: %d trajectories of %s in %s", len(indices), cfg.task, root)
     trainer.logger_rows.append({"task_data/trajectories": float(len(indices))})

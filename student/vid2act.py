@@ -30,7 +30,7 @@ from core.optim import Optimizer
 from student.distill import DomainDistiller, teacher_features
 from student.guidance import GuidanceSchedule, GuidedActing
 from student.vae import ActionVAE
-from teacher.dataset import OfflineDataset
+from teacher.data.dataset import OfflineDataset
 from teacher.model import build_teacher
 
 log = logging.getLogger(__name__)

@@ -1,1 +1,2 @@
-"""Offline datasets and teacher pretraining: generalist (label-free) and mixture (label-conditioned) teachers."""
+"""Teachers: pretraining of generalist (label-free) and mixture (label-conditioned) teachers, teacher files,
+the embedded default teacher; their offline datasets live in teacher/data/."""

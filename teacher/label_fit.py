@@ -2,7 +2,7 @@
 
     python -m teacher.label_fit TEACHER EPISODES [--max-episodes 20] [--json OUT]
 
-EPISODES: an offline dataset folder (teacher.collect) or a run directory (or its `replay/` folder);
+EPISODES: an offline dataset folder (teacher.data.collect) or a run directory (or its `replay/` folder);
 the first --max-episodes complete episodes are read and cropped to the shortest one. For each label k
 the frozen teacher filters every episode with its own state and label k (as the Vid2Act distillation does)
 and reports, per step:
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from core.world_model import preprocess
-from teacher.dataset import OfflineDataset
-from teacher.explore import replay_episodes
+from teacher.data.dataset import OfflineDataset
+from teacher.data.explore import replay_episodes
 from teacher.model import build_teacher, read_teacher
 
 

@@ -1,7 +1,7 @@
 """`python -m teacher.pretrain dataset=DIR [kind=generalist|mixture] [model=small] [steps=N] ...`
 
 Reward-free pretraining of a teacher world model (encoder + RSSM + decoder; no reward or continue
-head) on an offline dataset (teacher/dataset.py), with padded + masked actions:
+head) on an offline dataset (teacher/data/dataset.py), with padded + masked actions:
 - kind=generalist (GSA/WPT): no labels;
 - kind=mixture (Vid2Act): conditioned on the one-hot source-task label (`label_key`, default task) as
   extra image channels of the encoder and as input to the transition.
@@ -35,7 +35,7 @@ from core.optim import Optimizer
 from core.runtime import resolve_device, tune_malloc
 from core.world_model import WorldModel
 from teacher import openloop
-from teacher.dataset import OfflineDataset
+from teacher.data.dataset import OfflineDataset
 from teacher.model import save_teacher
 
 log = logging.getLogger(__name__)

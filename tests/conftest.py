@@ -47,8 +47,8 @@ def pretrain_cfg(dataset, run_dir, *overrides):
 
 
 def collect_random(root, tasks=("cartpole_balance", "reacher_easy"), episodes=4, frames=60, seed=0, suite="dmc"):
-    """Real env data from a uniform random policy, collected in-process by `python -m teacher.collect`."""
-    from teacher.collect import main
+    """Real env data from a uniform random policy, collected in-process by `python -m teacher.data.collect`."""
+    from teacher.data.collect import main
     main(["--dataset", str(root), "--suite", suite, "--tasks", *tasks, "--policy", "random", "--episodes",
           str(episodes), "--workers", "0", "--seed", str(seed), "--env-config", f"episode_frames={frames}"])
     return root

@@ -1,4 +1,4 @@
-"""Offline-data collection (teacher/collect.py, teacher/policies.py) on real envs with tiny episodes:
+"""Offline-data collection (teacher/data/collect.py, teacher/data/policies.py) on real envs with tiny episodes:
 Meta-World expert quality by noise, stored = executed actions (replayed in a fresh env), DMC random
 and resumable appends through the CLI (also after SIGKILL), the heuristic driver against random, a
 trained agent's rollouts, and CARLA's clear error without a server."""
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from envs import make_env
-from teacher.collect import job_seed, main, run_episode, suite_env_config
-from teacher.dataset import OfflineDataset, read_manifest
+from teacher.data.collect import job_seed, main, run_episode, suite_env_config
+from teacher.data.dataset import OfflineDataset, read_manifest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,7 +103,7 @@ def test_dmc_random_resume_appends_only_missing(tmp_path):
 
 def test_resume_after_sigkill(tmp_path):
     root = tmp_path / "data"
-    cmd = [sys.executable, "-m", "teacher.collect", "--dataset", str(root), "--suite", "dmc", "--tasks",
+    cmd = [sys.executable, "-m", "teacher.data.collect", "--dataset", str(root), "--suite", "dmc", "--tasks",
            "cartpole_balance", "--policy", "random", "--episodes", "12", "--workers", "1", "--flush-seconds", "0",
            "--env-config", "episode_frames=40"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -128,7 +128,7 @@ def test_carla_without_server_is_a_clear_error(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "teacher.collect", "--dataset", str(tmp_path / "data"), "--suite", "carla",
+    cmd = [sys.executable, "-m", "teacher.data.collect", "--dataset", str(tmp_path / "data"), "--suite", "carla",
            "--tasks", "town01", "--policy", "autopilot", "--episodes", "1", "--env-config", f"port={port}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0

@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from teacher.dataset import MANIFEST_FIELDS, OfflineDataset, read_manifest
-from teacher.writer import DatasetWriter
-from teacher.importers import import_dreamer, main as importers_main
+from teacher.data.dataset import MANIFEST_FIELDS, OfflineDataset, read_manifest
+from teacher.data.writer import DatasetWriter
+from teacher.data.importers import import_dreamer, main as importers_main
 
 
 def make_traj(length, dim, code=0, size=8, reward=True):
@@ -171,7 +171,7 @@ def test_corrupt_shard_is_skipped_and_counted(tmp_path):
 
 def test_missing_dataset_error(tmp_path):
     for root in (tmp_path / "nope", tmp_path):
-        with pytest.raises(FileNotFoundError, match=f"{root}.*teacher.collect.*teacher.importers"):
+        with pytest.raises(FileNotFoundError, match=f"{root}.*teacher.data.collect.*teacher.data.importers"):
             OfflineDataset(root)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import collect_random, compose, pretrain_cfg
-from teacher.collect import main as collect
+from teacher.data.collect import main as collect
 from teacher.pretrain import Pretrainer
 from transfer.diagnose import diagnose, policy_fit
 from transfer.build import build_trainer

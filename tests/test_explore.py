@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from conftest import compose
-from teacher.dataset import OfflineDataset
-from teacher.writer import DatasetWriter
-from teacher.explore import Disagreement
+from teacher.data.dataset import OfflineDataset
+from teacher.data.writer import DatasetWriter
+from teacher.data.explore import Disagreement
 from transfer.explore import collect
 from transfer.build import build_trainer
 
@@ -53,7 +53,7 @@ def test_explore_collect_trains_and_imports_episodes(tmp_path):
 
 
 def test_collect_points_explore_to_its_command(capsys):
-    from teacher.collect import main
+    from teacher.data.collect import main
     with pytest.raises(SystemExit):
         main(["--dataset", "x", "--suite", "dmc", "--tasks", "walker_walk", "--policy", "explore"])
     assert "python -m transfer.explore" in capsys.readouterr().err
@@ -76,7 +76,7 @@ def test_explore_method_uses_the_intrinsic_reward(tmp_path):
 
 def test_replay_episodes_are_stitched_across_checkpoint_files(tmp_path):
     """Checkpoints split an episode over replay files: it is imported once, whole; a running one is not."""
-    from teacher.explore import replay_episodes
+    from teacher.data.explore import replay_episodes
     (tmp_path / "replay").mkdir()
 
     def save(name, flags):  # flags: "f" first, "l" last, "." middle

@@ -69,7 +69,7 @@ def test_gsa_ablation_switches(tmp_path, teacher):
 
 
 def test_sliced_wasserstein_orders_distances():
-    from student.shift import sliced_wasserstein
+    from student.shift_monitor import sliced_wasserstein
     rng = np.random.default_rng(0)
     d = rng.normal(size=(32, 5))
     d /= np.linalg.norm(d, axis=1, keepdims=True)

@@ -7,8 +7,8 @@ from envs import make_env
 from envs.list import suite_config
 from student.bc import BCData, BCPolicy, frame_indices, masked_mse, random_shift, stack_frames, train_bc
 from student.guidance import GuidanceSchedule, GuidedActing
-from teacher.dataset import OfflineDataset
-from teacher.writer import DatasetWriter
+from teacher.data.dataset import OfflineDataset
+from teacher.data.writer import DatasetWriter
 
 A = 8  # padded action dim: cartpole has 1 native dim, walker 6
 SMALL = dict(channels=(8, 16, 32, 64), hidden=64)

@@ -1,9 +1,9 @@
-"""`python -m teacher.noncurated`: GSA's non-curated dataset (noisy Meta-World experts at several sigmas
+"""`python -m teacher.data.noncurated`: GSA's non-curated dataset (noisy Meta-World experts at several sigmas
 + random DMC episodes), built by one resumable command with its build record."""
 import json
 
-from teacher.dataset import OfflineDataset
-from teacher.noncurated import main
+from teacher.data.dataset import OfflineDataset
+from teacher.data.noncurated import main
 
 
 def test_builds_records_and_resumes(tmp_path, capsys):
@@ -20,7 +20,7 @@ def test_builds_records_and_resumes(tmp_path, capsys):
     mw = [r for r in data.meta if r["suite"] == "metaworld"]
     assert all(r["length"] == 101 and "success_final" in r for r in mw)   # 200 frames, action repeat 2
     recorded = json.loads((tmp_path / "build.json").read_text())
-    assert recorded["commands"]["metaworld"][0] == "python -m teacher.collect"
+    assert recorded["commands"]["metaworld"][0] == "python -m teacher.data.collect"
     again = main([*argv, "--teacher", str(tmp_path / "teacher"), "--pretrain-steps", "2"])  # nothing new collected
     assert again["trajectories"] == 5 and again["seconds"] >= info["seconds"]
     from teacher.model import read_teacher

@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import collect_random, compose, pretrain_cfg
-from teacher.dataset import OfflineDataset
+from teacher.data.dataset import OfflineDataset
 from teacher.model import build_teacher, read_teacher
 from teacher.pretrain import Pretrainer
 

@@ -5,8 +5,8 @@ import torch
 
 from core.replay import Replay
 from student.rehearsal import Rehearsal
-from teacher.dataset import OfflineDataset
-from teacher.writer import DatasetWriter
+from teacher.data.dataset import OfflineDataset
+from teacher.data.writer import DatasetWriter
 
 A = 12
 

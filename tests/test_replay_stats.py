@@ -1,4 +1,4 @@
-"""`python -m transfer.replay_stats` on a run directory written by hand (replay episodes and metrics.jsonl
+"""`python -m transfer.report.replay_stats` on a run directory written by hand (replay episodes and metrics.jsonl
 in transfer.run's layout), with the expected numbers worked out by hand. reward-fit needs a trained
 checkpoint and is not run here; only its error for a run without one is checked."""
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from transfer import replay_stats
+from transfer.report import replay_stats
 
 
 def write_episode(path, actions):

@@ -1,6 +1,6 @@
 """transfer.report on small synthetic run directories (the report only reads files, so fake runs with
 the real layout are enough): grouping, means, bootstrap CIs, CSV, curves, published numbers, errors.
-transfer.published: the transcription against the paper's own aggregate rows and our task names."""
+transfer.report.published: the transcription against the paper's own aggregate rows and our task names."""
 from __future__ import annotations
 
 import csv
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from transfer import published as pub
-from transfer import report
-from transfer import runs as runs_mod
+from transfer.report import published as pub
+from transfer.report import table as report
+from transfer.report import runs as runs_mod
 
 EVAL_STEPS = (5000, 10000, 15000, 20000)
 
@@ -171,7 +171,7 @@ def test_published_transcription():
 
 
 def test_method_labels_name_the_ablations():
-    from transfer.runs import method_label
+    from transfer.report.runs import method_label
     assert method_label({"name": "dreamer"}) == "dreamer"
     assert method_label({"name": "finetune", "rehearsal": False, "guidance": False}) == "finetune"
     assert method_label({"name": "gsa", "rehearsal": True, "guidance": True}) == "gsa"

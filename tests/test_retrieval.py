@@ -13,8 +13,8 @@ from core.world_model import WorldModel
 from envs import make_env
 from envs.list import suite_config
 from student.retrieval import RetrievalIndex, retrieve
-from teacher.dataset import OfflineDataset
-from teacher.writer import DatasetWriter
+from teacher.data.dataset import OfflineDataset
+from teacher.data.writer import DatasetWriter
 from teacher.model import build_teacher, read_teacher, save_teacher
 
 A = 6  # walker and cheetah both have 6 native action dims

@@ -50,7 +50,7 @@ def test_one_training_iteration_on_dmc(tmp_path):
     # evaluated again from its checkpoint with sampled actions (DreamerV3's protocol): a new final row
     from omegaconf import OmegaConf
     from transfer.evaluate import main as evaluate_main
-    from transfer.runs import read_run
+    from transfer.report.runs import read_run
     (tmp_path / "hydra").mkdir()
     OmegaConf.save(cfg, tmp_path / "hydra" / "config.yaml")  # as transfer.run's Hydra writes it
     assert evaluate_main([str(tmp_path), "--policy", "sample", "--episodes", "1"]) == 0

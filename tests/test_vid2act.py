@@ -14,7 +14,7 @@ from teacher.model import build_teacher, read_teacher
 from teacher.pretrain import Pretrainer
 from transfer.diagnose import diagnose
 from transfer.build import build_trainer
-from transfer.plot import plot_weights
+from transfer.report.plot import plot_weights
 
 FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=40", "trainer.warmup=40", "trainer.batch_size=4",
         "trainer.batch_length=8", "trainer.train_ratio=32", "trainer.eval_every=1000000",
@@ -247,7 +247,7 @@ def test_matching_source_gets_the_larger_weight(tmp_path, trained_mixture):
 
 
 def test_cached_mixture_teacher_must_match_the_configured_sources(tmp_path, mixture):
-    from teacher.default import ensure
+    from teacher.embedded import ensure
     cached = tmp_path / "mix" / "pretrain" / "teacher.pt"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(mixture.read_bytes())

@@ -37,7 +37,7 @@ def resolve_teacher(cfg) -> dict | None:
         if not cfg.default_teacher.enabled:
             raise ValueError(f"method={cfg.method.name} needs a pretrained {kind} teacher: pass teacher=PATH "
                              f"(the teacher.pt written by `python -m teacher.pretrain kind={kind} dataset=DIR`)")
-        from teacher.default import ensure
+        from teacher.embedded import ensure
         cfg.teacher = str(ensure(cfg, kind))  # the embedded default, built once and cached
     from teacher.model import apply_teacher_arch, read_teacher
     info = read_teacher(cfg.teacher)

@@ -46,11 +46,11 @@ class Part:
 
 
 COMPONENTS = {
-    "disagreement": Part("teacher.explore:attach"),                  # reward-free exploration (ensemble disagreement)
+    "disagreement": Part("teacher.data.explore:attach"),             # reward-free exploration (ensemble disagreement)
     "retrieval": Part("student.gsa:attach_retrieval", provides=("retrieved",)),   # GSA: nearest offline trajectories
     "task_data": Part("student.gsa:attach_task_data", provides=("retrieved",)),   # the target task's own trajectories
     "rehearsal": Part("student.rehearsal:attach", needs=("retrieved",), on=switch("rehearsal")),  # mixed batches
-    "shift_monitor": Part("student.shift:attach", needs=("retrieved",), on=shift_on),  # GSA Fig. 2 distances
+    "shift_monitor": Part("student.shift_monitor:attach", needs=("retrieved",), on=shift_on),  # GSA Fig. 2 distances
     "bc_prior": Part("student.gsa:attach_bc_prior", needs=("retrieved",), provides=("prior",), on=prior_is("bc")),
     "distillation": Part("student.vid2act:attach_distillation", uses=("retrieved",), provides=("distillation",)),
     "action_replay": Part("student.vid2act:attach_action_replay", needs=("distillation",), provides=("action_replay",),

@@ -224,7 +224,7 @@ def from_metrics(run: pathlib.Path) -> dict:
 
 
 def diagnose(run_dir, dataset: str | None = None, episodes: int = 10) -> dict:
-    from teacher.dataset import OfflineDataset
+    from teacher.data.dataset import OfflineDataset
     run = pathlib.Path(run_dir)
     ckpt = run / "checkpoint.pt"
     state = checkpoint.load(ckpt) if ckpt.exists() else None  # read once: config and world-model weights

@@ -1,4 +1,4 @@
-"""Reward-free exploration data: one ensemble-disagreement agent (method=explore, teacher/explore.py)
+"""Reward-free exploration data: one ensemble-disagreement agent (method=explore, teacher/data/explore.py)
 per DMC task, trained through the one training loop, its replay appended to an offline dataset.
 
     python -m transfer.explore --dataset ROOT --tasks walker_walk cheetah_run ... | all [--episodes 10]
@@ -16,7 +16,7 @@ import logging
 import pathlib
 import sys
 
-from teacher.explore import import_replay
+from teacher.data.explore import import_replay
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ def main(argv=None) -> None:
     if args.episodes < 1:
         p.error("--episodes must be >= 1")
     from envs import suite_module
-    from teacher.collect import parse_overrides, suite_env_config
-    from teacher.writer import DatasetWriter
+    from teacher.data.collect import parse_overrides, suite_env_config
+    from teacher.data.writer import DatasetWriter
     try:
         env_cfg = parse_overrides(args.env_config, suite_env_config("dmc"))
     except ValueError as err:

@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> float:
         result = trainer.run()
     finally:
         trainer.close()
-    from transfer.plot import plot_returns, plot_weights
+    from transfer.report.plot import plot_returns, plot_weights
     plot_returns(run_dir), plot_weights(run_dir)
     log.info("done: %s (outputs in %s)", result, run_dir)
     return result.get("final/return", 0.0)

@@ -261,7 +261,7 @@ def run_all(jobs: list[Job], n_jobs: int = 1, with_diagnose: bool = True) -> lis
 def label_clashes(jobs: list[Job]) -> list[str]:
     """Sweep labels whose runs the report would merge (the report groups by the method label read from
     each run's config, e.g. "gsa no-guidance", not by the sweep's label)."""
-    from transfer.runs import is_run, read_run
+    from transfer.report.runs import is_run, read_run
     seen: dict[tuple[str, str], set[str]] = {}
     for job in jobs:
         if is_run(job.run_dir):
@@ -272,7 +272,7 @@ def label_clashes(jobs: list[Job]) -> list[str]:
 
 
 def write_report(base: pathlib.Path, out, metric: str, jobs: list[Job]) -> bool:
-    from transfer.report import report
+    from transfer.report.table import report
     try:
         result = report([base], out, metric=metric)
     except FileNotFoundError as err:

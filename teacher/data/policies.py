@@ -1,4 +1,4 @@
-"""Data-collection policies for `python -m teacher.collect`: name -> class in POLICIES.
+"""Data-collection policies for `python -m teacher.data.collect`: name -> class in POLICIES.
 
 A policy acts on one env of the contract in envs/base.py, in a worker process, one episode at a time:
 

@@ -1,4 +1,4 @@
-"""Writing offline datasets (the format is teacher/dataset.py, docs/dataset.md): DatasetWriter buffers
+"""Writing offline datasets (the format is teacher/data/dataset.py, docs/dataset.md): DatasetWriter buffers
 trajectories, writes them as one immutable shard (to .tmp, then renamed) and only then appends their
 rows to the manifest, so a killed writer never leaves a row without its data."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import uuid
 import h5py
 import numpy as np
 
-from teacher.dataset import MANIFEST, SHARDS, REQUIRED_META, TIME_CHUNK, read_manifest
+from teacher.data.dataset import MANIFEST, SHARDS, REQUIRED_META, TIME_CHUNK, read_manifest
 
 
 def check_trajectory(traj: dict) -> dict:

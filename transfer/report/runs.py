@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import yaml
 
-from transfer import diagnostics_table as diag
+from transfer.report import diagnostics_table as diag
 
 KEYS = {"return": ("final/return", "eval/return"), "success": ("final/success_final", "eval/success_final")}
 ARCHIVE_SUFFIX = ".jsonl.gz"

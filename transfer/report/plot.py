@@ -1,4 +1,4 @@
-"""Curves from a run's metrics.jsonl: `python -m transfer.plot RUN_DIR` writes RUN_DIR/returns.png
+"""Curves from a run's metrics.jsonl: `python -m transfer.report.plot RUN_DIR` writes RUN_DIR/returns.png
 (train episode returns, eval and final returns against env steps) and, for runs with distillation,
 RUN_DIR/weights.png (the domain weights against env steps). The drawing is core.logger.plot's."""
 from __future__ import annotations

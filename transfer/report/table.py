@@ -2,7 +2,7 @@
 [--published gsa] [--metric auto|return|success]`.
 
 Each RUN_DIR is a run directory (metrics.jsonl next to hydra/config.yaml, as transfer.run writes it),
-a folder searched recursively for such runs, or a compact run archive (*.jsonl.gz, transfer/runs.py,
+a folder searched recursively for such runs, or a compact run archive (*.jsonl.gz, transfer/report/runs.py,
 written by --archive FILE: one file in place of the run directories, e.g. for results kept in git). Runs are grouped by (method.name, env.suite, task)
 from their composed config; their seeds are the repeats. Writes to DIR (default runs/report):
 
@@ -13,9 +13,9 @@ from their composed config; their seeds are the repeats. Writes to DIR (default 
   min-max band over seeds (runs evaluated at different steps are interpolated onto the union of
   their steps, each only within its own range);
 - for runs that log distillation weights (vid2act, hybrid): weights.csv, a weights table in report.md
-  and weights_<suite>-<task>.png (transfer/weights.py);
+  and weights_<suite>-<task>.png (transfer/report/domain_weights.py);
 - for runs with a diagnostics.json (`python -m transfer.diagnose`): diagnostics.csv and a
-  "Diagnostics (per run)" table in report.md (transfer/diagnostics_table.py).
+  "Diagnostics (per run)" table in report.md (transfer/report/diagnostics_table.py).
 
 Score: "final/return" (--metric return) or "final/success_final" (--metric success: success at the
 final step, Meta-World's score), written once at the end of a run; --metric auto (default) takes
@@ -32,10 +32,10 @@ import sys
 
 import numpy as np
 
-from transfer import diagnostics_table as diag
-from transfer import published as pub
-from transfer.runs import KEYS, Run, align, find_runs, write_archive
-from transfer import weights
+from transfer.report import diagnostics_table as diag
+from transfer.report import published as pub
+from transfer.report.runs import KEYS, Run, align, find_runs, write_archive
+from transfer.report import domain_weights as weights
 
 LABELS = {"return": "eval return", "success": "eval success at the final step"}
 CONFIDENCE = 0.95
@@ -201,7 +201,7 @@ def plot_curves(groups, metric: str, out: pathlib.Path, published: str | None = 
 def report(paths, out="runs/report", published: str | None = None, metric: str = "auto",
            plots: bool = True, archive=None) -> dict:
     """Find, group, summarise and write everything (and, with `archive`, the runs' compact archive, see
-    transfer/runs.py); returns {rows, notes, table, csv, md, plots, weights, diagnostics, archive}."""
+    transfer/report/runs.py); returns {rows, notes, table, csv, md, plots, weights, diagnostics, archive}."""
     if published and published not in pub.PUBLISHED:
         raise KeyError(f"--published {published}: known sources are {', '.join(pub.PUBLISHED)}")
     groups = group_runs(find_runs(paths))
@@ -225,7 +225,7 @@ def report(paths, out="runs/report", published: str | None = None, metric: str =
             f"Mean final score over seeds; 95% CI: percentile bootstrap of the mean over seeds "
             f"(scipy.stats.bootstrap, random_state={BOOTSTRAP_SEED}). return = final/return, "
             f"success = final/success_final (success at the final step)."
-            + (f" Paper columns: {published} (transfer/published.py)." if published else ""), ""]
+            + (f" Paper columns: {published} (transfer/report/published.py)." if published else ""), ""]
     text += table + [""]
     text += (["Notes:", ""] + [f"- {n}" for n in notes] + [""]) if notes else []
     if wrows:

@@ -15,7 +15,7 @@ import pathlib
 
 import numpy as np
 
-from transfer.runs import align
+from transfer.report.runs import align
 
 PREFIX = "distill/weight_"
 COLUMNS = ["method", "suite", "task", "source", "seeds", "mean", "last_quarter", "last_quarter_values"]
@@ -40,7 +40,7 @@ def weight_rows(groups) -> list[dict]:
 
 
 def table(rows: list[dict]) -> tuple[list[str], list[list]]:
-    """(header, body) of the weights table in report.md (rendered by transfer.report.markdown)."""
+    """(header, body) of the weights table in report.md (rendered by transfer.report.table.markdown)."""
     head = ["method", "task", "source", "seeds", "mean weight", "last quarter", "per seed (last quarter)"]
     return head, [[r["method"], r["task"], r["source"], r["seeds"], f"{r['mean']:.3f}", f"{r['last_quarter']:.3f}",
                    r["last_quarter_values"]] for r in rows]

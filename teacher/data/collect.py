@@ -1,7 +1,7 @@
-"""Offline-data collection: roll out a policy (teacher/policies.py) in a suite's envs and append every
-episode to a dataset (teacher/dataset.py DatasetWriter).
+"""Offline-data collection: roll out a policy (teacher/data/policies.py) in a suite's envs and append every
+episode to a dataset (teacher/data/writer.py DatasetWriter).
 
-    python -m teacher.collect --dataset ROOT --suite {dmc,metaworld,driving,carla} --tasks T1 T2 ... | all
+    python -m teacher.data.collect --dataset ROOT --suite {dmc,metaworld,driving,carla} --tasks T1 T2 ... | all
         --policy {expert,random,driver,autopilot,agent} [--noise S1 S2 ...] [--episodes N]
         [--workers W] [--seed S] [--env-config key=value ...] [--agent-run RUN_DIR]
 
@@ -38,7 +38,7 @@ import numpy as np
 
 from envs import make_env, suite_module, SUITES
 from envs.list import CONFIGS, suite_config
-from teacher.policies import POLICIES
+from teacher.data.policies import POLICIES
 
 PAD = 64          # envs are built with this padded size; only the native dims are stored
 RETRIES = 2       # a job whose worker process dies is retried this many times
@@ -46,7 +46,7 @@ ENV_CONFIG = {"carla": "carla_source"}  # suite -> collection env config (config
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m teacher.collect", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m teacher.data.collect", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="dataset folder (created if missing; appended to)")
     p.add_argument("--suite", choices=list(SUITES), help="env suite (default for --policy agent: the run's)")
@@ -104,7 +104,7 @@ def resolve(args):
     options, max_action_dim = dict(agent_run=args.agent_run), PAD
     if args.policy == "agent":
         POLICIES["agent"].check(args.suite, options)
-        from teacher.policies import run_config  # noqa: PLC0415 (loads torch, in this process only)
+        from teacher.data.policies import run_config  # noqa: PLC0415 (loads torch, in this process only)
         run = run_config(args.agent_run)
         if args.suite not in (None, run["env"]["suite"]):
             raise ValueError(f"--agent-run {args.agent_run} was trained on suite {run['env']['suite']!r}, "
@@ -293,7 +293,7 @@ def collect(args) -> list[dict]:
     """Runs the command line's jobs that the dataset does not hold yet; returns their stats."""
     from tqdm import tqdm  # noqa: PLC0415
 
-    from teacher.writer import DatasetWriter  # noqa: PLC0415
+    from teacher.data.writer import DatasetWriter  # noqa: PLC0415
     try:
         env_cfg, tasks, policy_cls, options, max_action_dim = resolve(args)
     except ValueError as err:
@@ -347,5 +347,5 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    from teacher.collect import main as collect_main  # workers pickle functions of teacher.collect, not __main__
+    from teacher.data.collect import main as collect_main  # workers pickle functions of teacher.data.collect, not __main__
     collect_main()

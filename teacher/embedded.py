@@ -2,7 +2,7 @@
 method.init_from_teacher: generalist) and none is given, `ensure(cfg)` builds a small one once and caches it in `default_teacher.dir`
 (default runs/default_teacher):
 
-1. collect a small multi-embodiment offline dataset (python -m teacher.collect): DMC random episodes
+1. collect a small multi-embodiment offline dataset (python -m teacher.data.collect): DMC random episodes
    on several bodies and Meta-World scripted experts with GSA's action noise;
 2. pretrain a tiny generalist teacher on it (teacher.pretrain, reward-free).
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def collect_commands(d, data: pathlib.Path) -> list[list[str]]:
-    """teacher.collect command lines of the default dataset."""
+    """teacher.data.collect command lines of the default dataset."""
     common = ["--dataset", str(data), "--workers", str(d.workers), "--seed", "0"]
     frames = [f"episode_frames={d.dmc_frames}"]
     return [
@@ -51,7 +51,7 @@ def check_labels(info: dict, teacher: pathlib.Path, tasks, root: pathlib.Path) -
 
 
 def mixture_commands(d, data: pathlib.Path) -> list[list[str]]:
-    """teacher.collect command line of the default mixture teacher's data: Vid2Act-style Meta-World
+    """teacher.data.collect command line of the default mixture teacher's data: Vid2Act-style Meta-World
     expert sources, one label per task."""
     return [["--dataset", str(data), "--workers", str(d.workers), "--seed", "0", "--suite", "metaworld",
              "--tasks", *d.mixture_tasks, "--policy", "expert", "--episodes", str(d.mixture_episodes)]]
@@ -70,7 +70,7 @@ def compose_pretrain(overrides: list[str]):
 
 def ensure(cfg, kind: str = "generalist") -> pathlib.Path:
     """Path of the default teacher.pt of this kind (generalist | mixture), building it first if needed."""
-    from teacher.collect import main as collect
+    from teacher.data.collect import main as collect
     from teacher.pretrain import Pretrainer
     d = cfg.default_teacher
     if kind not in ("generalist", "mixture"):

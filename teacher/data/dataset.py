@@ -1,5 +1,5 @@
 """Offline datasets on disk: the format and its reader, sampler and torch loader (OfflineDataset);
-the writer is teacher/writer.py (DatasetWriter); docs/dataset.md has the details. A dataset is a movable folder ROOT:
+the writer is teacher/data/writer.py (DatasetWriter); docs/dataset.md has the details. A dataset is a movable folder ROOT:
     ROOT/shards/<name>.h5  immutable HDF5 files, one group per trajectory (group name = trajectory id):
                            image (L, R, R, 3) uint8, chunked along time, lzf/gzip-compressed
                            action (L, native A) float32, action[t] = the action that LED to obs t, action[0] = 0
@@ -26,8 +26,8 @@ MANIFEST_FIELDS = ("id", "shard", "length", "suite", "task", "embodiment", "acti
                    "noise", "seed", "has_reward", "job", "source")
 REQUIRED_META = ("suite", "task", "embodiment", "policy")
 ROW_KEYS = ("id", "shard", "length", "action_dim")  # a manifest row has at least these
-HOW_TO_CREATE = ("create one with `python -m teacher.collect ...` (roll out policies in the envs) or "
-                 "`python -m teacher.importers {gsa,dreamer} SRC DATASET_ROOT` (import npz files)")
+HOW_TO_CREATE = ("create one with `python -m teacher.data.collect ...` (roll out policies in the envs) or "
+                 "`python -m teacher.data.importers {gsa,dreamer} SRC DATASET_ROOT` (import npz files)")
 TIME_CHUNK = 32          # image chunks hold this many frames
 OPEN_FILES = 32          # open shard handles kept per process (LRU)
 CHUNK_CACHE = 1 << 20    # bytes of h5py chunk cache per open dataset

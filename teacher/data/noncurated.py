@@ -1,6 +1,6 @@
 """GSA's non-curated offline dataset at a scale that fits 2 CPU cores, built by one command.
 
-    python -m teacher.noncurated --dataset runs/noncurated/data [--mw-tasks all] [--noise 0.1 0.3 0.5 1.0 2.0]
+    python -m teacher.data.noncurated --dataset runs/noncurated/data [--mw-tasks all] [--noise 0.1 0.3 0.5 1.0 2.0]
         [--mw-episodes 2] [--dmc-tasks walker_walk cheetah_run ...] [--dmc-episodes 6] [--workers 2]
 
 What it holds (GSA, Sec. 4: noisy experts of all 50 Meta-World tasks at sigma in {0.1, 0.3, 0.5, 1.0, 2.0}
@@ -15,7 +15,7 @@ With --teacher DIR it then pretrains a tiny generalist teacher on the whole data
 teacher.pretrain with model=tiny, the quick preset's model) into DIR/teacher.pt, once: a finished
 teacher is reused, an interrupted one resumes.
 
-Both stages are `python -m teacher.collect` runs: rerunning the command (also after a kill) collects
+Both stages are `python -m teacher.data.collect` runs: rerunning the command (also after a kill) collects
 only the missing episodes. ROOT/build.json records the commands, the build time (summed over resumed
 runs), the size on disk and the experts' success per task and sigma (success at any step and at the
 last step, GSA's score); `--report` prints it again without collecting.
@@ -36,7 +36,7 @@ DMC_TASKS = ["walker_walk", "cheetah_run", "quadruped_walk", "hopper_hop", "cart
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m teacher.noncurated", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m teacher.data.noncurated", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="dataset folder (created if missing; resumed)")
     p.add_argument("--mw-tasks", nargs="+", default=["all"], help="Meta-World tasks, or 'all' (the 50)")
@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def commands(args) -> dict[str, list[str]]:
-    """teacher.collect command lines, one per stage."""
+    """teacher.data.collect command lines, one per stage."""
     common = ["--dataset", str(args.dataset), "--workers", str(args.workers), "--seed", str(args.seed)]
     out = {"metaworld": [*common, "--suite", "metaworld", "--tasks", *args.mw_tasks, "--policy", "expert",
                          "--noise", *[f"{n:g}" for n in args.noise], "--episodes", str(args.mw_episodes)]}
@@ -80,7 +80,7 @@ def expert_success(rows: list[dict]) -> dict[str, dict[str, list[float]]]:
 
 def describe(root: pathlib.Path) -> dict:
     """Size, counts and expert success read from the dataset itself (so they cover resumed builds)."""
-    from teacher.dataset import read_manifest
+    from teacher.data.dataset import read_manifest
     rows = read_manifest(root)
     per_suite = collections.Counter(r.get("suite", "?") for r in rows)
     bodies = sorted({r.get("embodiment", "?") for r in rows})
@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
         print(summary(old) + "\n\n" + table(old))
         return old
     from omegaconf import OmegaConf
-    from teacher.collect import CONFIGS, main as collect
+    from teacher.data.collect import CONFIGS, main as collect
     seconds = dict(old.get("stage_seconds", {}))
     for stage, argv_ in commands(args).items():
         start = time.time()
@@ -126,7 +126,7 @@ def main(argv=None) -> dict:
         seconds[stage] = seconds.get(stage, 0.0) + time.time() - start
     info = describe(root)
     dmc_env = OmegaConf.to_container(OmegaConf.load(CONFIGS / "dmc.yaml"))
-    info.update(commands={k: ["python -m teacher.collect", *v] for k, v in commands(args).items()},
+    info.update(commands={k: ["python -m teacher.data.collect", *v] for k, v in commands(args).items()},
                 stage_seconds=seconds, seconds=sum(seconds.values()),
                 dmc_convention=dmc_env.get("convention", "dmc"))
     record.write_text(json.dumps(info, indent=1))
@@ -138,7 +138,7 @@ def main(argv=None) -> dict:
 
 def pretrain(root: pathlib.Path, run: pathlib.Path, steps: int, max_action_dim: int) -> pathlib.Path:
     """A tiny generalist teacher on the whole dataset, built once (run/teacher.pt)."""
-    from teacher.default import compose_pretrain, finished
+    from teacher.embedded import compose_pretrain, finished
     from teacher.pretrain import Pretrainer
     teacher = run / "teacher.pt"
     if finished(teacher, steps) is None:

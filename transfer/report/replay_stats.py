@@ -1,8 +1,8 @@
 """Statistics of finished runs, read from their run directories (what `python -m transfer.run` writes):
 
-    python -m transfer.replay_stats actions RUN_DIR [RUN_DIR ...]
-    python -m transfer.replay_stats training-success RUN_DIR [RUN_DIR ...]
-    python -m transfer.replay_stats reward-fit RUN_DIR [RUN_DIR ...]
+    python -m transfer.report.replay_stats actions RUN_DIR [RUN_DIR ...]
+    python -m transfer.report.replay_stats training-success RUN_DIR [RUN_DIR ...]
+    python -m transfer.report.replay_stats reward-fit RUN_DIR [RUN_DIR ...]
 
 - actions: the executed actions in RUN_DIR/replay/*.npz per block of 10 episodes (Meta-World's 4 native
   dims dx, dy, dz, gripper): mean and standard deviation per dim and the fraction of saturated actions
@@ -129,7 +129,7 @@ def missing(run: str, command: str) -> str | None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m transfer.replay_stats", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m transfer.report.replay_stats", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("actions", "executed actions per block of 10 replay episodes"),

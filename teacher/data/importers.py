@@ -1,7 +1,7 @@
-"""Importers of npz trajectory files into an offline dataset (the teacher.dataset format).
+"""Importers of npz trajectory files into an offline dataset (the teacher.data.dataset format).
 
-    python -m teacher.importers gsa SRC DATASET_ROOT [--task-map walker=walker_walk ...]
-    python -m teacher.importers dreamer SRC DATASET_ROOT --suite dmc --task walker_walk --embodiment walker
+    python -m teacher.data.importers gsa SRC DATASET_ROOT [--task-map walker=walker_walk ...]
+    python -m teacher.data.importers dreamer SRC DATASET_ROOT --suite dmc --task walker_walk --embodiment walker
                                 [--policy dreamer] [--noise 0.3] [--seed 0] [--action-dim 6]
 
 gsa      the GSA authors' published layout: one npz per trajectory named timestamp-uuid-index-length.npz,
@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from teacher.writer import DatasetWriter, check_trajectory
+from teacher.data.writer import DatasetWriter, check_trajectory
 
 
 def _load(path: pathlib.Path, required: tuple, optional: tuple) -> dict:

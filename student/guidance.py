@@ -183,15 +183,14 @@ class GuidedActing:
                 "guidance/probability": self.last_probability}
 
 
-def attach(trainer) -> None:
-    """The `guidance` part: execution guidance in the loop by the `prior` artifact, a factory
-    make_guide(schedule, num_envs) -> GuidedActing (or a subclass with its own prior; bc_prior and vae_prior
+def attach(ctx) -> None:
+    """The `guidance` part (ctx: transfer's Context): execution guidance in the loop by the `prior` artifact, a
+    factory make_guide(schedule, num_envs) -> GuidedActing (or a subclass with its own prior; bc_prior and vae_prior
     provide one). The guide acts on GSA's schedule (method.schedule) as an acting hook and logs its guided
-    fractions; trainer.priors gets the same prior acting whole episodes (Trainer.evaluate_prior)."""
-    make_guide = trainer.artifacts["prior"]
-    cfg, s = trainer.cfg, trainer.cfg.method.schedule
-    schedule = make_schedule(s, trainer.spec.episode_length, cfg.trainer.warmup)
-    guide, rng = make_guide(schedule, trainer.envs.num_envs), trainer.rng("guidance", cfg.seed + 7)
-    trainer.acting_hooks.append(lambda tr, obs, action: guide.apply(obs, action, tr.step, rng)[0])
-    trainer.log_sources.append(guide.metrics)
-    trainer.priors.append(lambda n: make_guide(GuidanceSchedule.always(schedule.episode_length), n))
+    fractions; ctx.add_prior gets the same prior acting whole episodes (the Trainer's evaluate_prior)."""
+    make_guide = ctx.artifacts["prior"]
+    schedule = make_schedule(ctx.method.schedule, ctx.spec.episode_length, ctx.run.warmup)
+    guide, rng = make_guide(schedule, ctx.num_envs), ctx.rng("guidance", ctx.run.seed + 7)
+    ctx.add_acting_hook(lambda obs, action, step: guide.apply(obs, action, step, rng)[0])
+    ctx.add_log_source(guide.metrics)
+    ctx.add_prior(lambda n: make_guide(GuidanceSchedule.always(schedule.episode_length), n))

@@ -28,7 +28,7 @@ def mix(online: dict, offline: dict) -> dict:
 
 
 class Rehearsal:
-    """A Trainer.batch_source: (B, T) -> mixed batch of numpy arrays."""
+    """A world-model batch source (the loop's replay.sample instead): (B, T) -> mixed batch of numpy arrays."""
 
     def __init__(self, replay, offline, share: float, seed: int = 0):
         if not 0.0 <= share < 1.0:
@@ -49,8 +49,8 @@ class Rehearsal:
         return mix(online, self.offline.sample(b_off, length, self.rng))
 
 
-def attach(trainer) -> None:
-    """The `rehearsal` part: world-model batches mix online replay with the `retrieved` trajectories."""
-    m = trainer.cfg.method
-    trainer.batch_source = Rehearsal(trainer.replay, trainer.artifacts["retrieved"].subset, m.offline_share,
-                                     seed=trainer.rng("rehearsal", trainer.cfg.seed))
+def attach(ctx) -> None:
+    """The `rehearsal` part (ctx: transfer's Context): world-model batches mix online replay with the `retrieved`
+    trajectories."""
+    ctx.set_batch_source(Rehearsal(ctx.replay, ctx.artifacts["retrieved"].subset, ctx.method.offline_share,
+                                   seed=ctx.rng("rehearsal", ctx.run.seed)))

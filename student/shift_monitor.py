@@ -19,14 +19,16 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, directions: np.ndarray) -> 
 
 
 class ShiftMonitor:
-    """A Trainer log source: every `every` env steps, distances between online / retrieved / offline."""
+    """A log source: every `every` env steps, distances between online / retrieved / offline.
+    ctx: transfer's Context (its agent, device, replay, step and rng are read)."""
 
-    def __init__(self, trainer, retrieved, offline, every: int, batch: int, length: int,
+    def __init__(self, ctx, retrieved, offline, every: int, batch: int, length: int,
                  projections: int = 64, seed: int = 0):
-        self.trainer, self.retrieved, self.offline = trainer, retrieved, offline
+        self.wm, self.device, self.replay, self.step = ctx.agent.wm, ctx.device, ctx.replay, ctx.step
+        self.retrieved, self.offline = retrieved, offline
         self.every, self.batch, self.length = every, batch, length
-        self.rng = trainer.rng("shift", seed)  # saved in checkpoints
-        feat_dim = trainer.agent.wm.rssm.feat_dim
+        self.rng = ctx.rng("shift", seed)  # saved in checkpoints
+        feat_dim = self.wm.rssm.feat_dim
         d = np.random.default_rng(seed).normal(size=(projections, feat_dim))
         self.directions = d / np.linalg.norm(d, axis=1, keepdims=True)  # (P, F)
         self.next = every
@@ -34,13 +36,13 @@ class ShiftMonitor:
     @torch.no_grad()
     def features(self, batch: dict) -> np.ndarray:
         """Posterior features of a batch {key: (B, T, ...)} -> (B*T, F)."""
-        wm, device = self.trainer.agent.wm, self.trainer.device
+        wm, device = self.wm, self.device
         keys = ("image", "action", "is_first")
         post, _ = wm.observe({k: torch.as_tensor(batch[k]).to(device) for k in keys})
         return wm.rssm.feat(post).flatten(0, 1).float().cpu().numpy()
 
     def distances(self) -> dict:
-        online = self.features(self.trainer.replay.sample(self.batch, self.length))
+        online = self.features(self.replay.sample(self.batch, self.length))
         retrieved = self.features(self.retrieved.sample(self.batch, self.length, self.rng))
         offline = self.features(self.offline.sample(self.batch, self.length, self.rng))
         w = lambda a, b: sliced_wasserstein(a, b, self.directions)  # noqa: E731
@@ -48,14 +50,14 @@ class ShiftMonitor:
                 "shift/retrieved_offline": w(retrieved, offline)}
 
     def __call__(self) -> dict:
-        if not self.every or self.trainer.step < self.next:
+        step = self.step()
+        if not self.every or step < self.next:
             return {}
-        self.next = (self.trainer.step // self.every + 1) * self.every
+        self.next = (step // self.every + 1) * self.every
         return self.distances()
 
 
-def attach(trainer) -> None:
-    """The `shift_monitor` part: logs the distances every method.shift.every env steps."""
-    s, got = trainer.cfg.method.shift, trainer.artifacts["retrieved"]
-    trainer.log_sources.append(ShiftMonitor(trainer, got.subset, got.dataset, s.every, s.batch, s.length,
-                                            seed=trainer.cfg.seed))
+def attach(ctx) -> None:
+    """The `shift_monitor` part (ctx: transfer's Context): logs the distances every method.shift.every env steps."""
+    s, got = ctx.method.shift, ctx.artifacts["retrieved"]
+    ctx.add_log_source(ShiftMonitor(ctx, got.subset, got.dataset, s.every, s.batch, s.length, seed=ctx.run.seed))

@@ -1,7 +1,7 @@
 """The `vid2act` component (method=vid2act, method=hybrid): domain-selective distillation from a frozen
 teacher (student/distill.py) and the action-replay VAE (student/vae.py), attached through the seams of
-core.agent.Agent (loss_terms, acting_observers, set_actor_input) and transfer.loop.Trainer
-(acting_hooks, log_sources).
+core.agent.Agent (loss_terms, acting_observers, set_actor_input) and of transfer's Context (log sources,
+one-off log rows, random streams), which every attach function and part class here takes as `ctx`.
 
 Source domains (K):
 - vid2act: the mixture teacher's task labels; the VAE learns from the teacher's offline source data;
@@ -36,17 +36,17 @@ from teacher.model import build_teacher
 log = logging.getLogger(__name__)
 
 
-def source_data(trainer) -> OfflineDataset:
-    """The source data, labelled by domain (see module doc)."""
-    cfg, m, info = trainer.cfg, trainer.cfg.method, trainer.teacher
-    got = trainer.artifacts.get("retrieved")
+def source_data(ctx) -> OfflineDataset:
+    """The source data, labelled by domain (see module doc); ctx: transfer's Context."""
+    m, info = ctx.method, ctx.teacher
+    got = ctx.artifacts.get("retrieved")
     if got is not None:  # hybrid: the retrieved trajectories (a view; the dataset is not opened again)
         return got.subset.with_labels(m.domain_key)
     if not info["labels"]:
-        raise ValueError(f"method={m.name} needs a mixture (task-label conditioned) teacher; {cfg.teacher} is "
+        raise ValueError(f"method={m.name} needs a mixture (task-label conditioned) teacher; {ctx.run.teacher} is "
                          f"{info['kind']}: pretrain one with `python -m teacher.pretrain kind=mixture dataset=DIR`")
     root, key = m.dataset or info["dataset"]["root"], info["label_key"]
-    data = OfflineDataset(root, max_action_dim=cfg.max_action_dim, where={key: info["labels"]}, label_key=key)
+    data = OfflineDataset(root, max_action_dim=ctx.run.max_action_dim, where={key: info["labels"]}, label_key=key)
     return data.with_labels(key, info["labels"])
 
 
@@ -65,14 +65,14 @@ class Distillation:
     """The `distillation` part: the frozen teacher, the source domains (K) and the learned, floored,
     per-domain weighted distillation of the teacher's features into the student's (student/distill.py)."""
 
-    def __init__(self, trainer):
-        m, agent = trainer.cfg.method, trainer.agent
-        self.m, self.agent, self.device = m, agent, trainer.device
-        self.teacher = build_teacher(trainer.teacher, trainer.device)  # frozen; never attached or saved
+    def __init__(self, ctx):
+        m, agent = ctx.method, ctx.agent
+        self.m, self.agent, self.device = m, agent, ctx.device
+        self.teacher = build_teacher(ctx.teacher, ctx.device)  # frozen; never attached or saved
         if self.teacher.act_dim != agent.act_dim:
             raise ValueError(f"the teacher acts in {self.teacher.act_dim} padded dims, this run in {agent.act_dim}; "
                              f"rerun with max_action_dim={self.teacher.act_dim}")
-        self.source = source_data(trainer)
+        self.source = source_data(ctx)
         self.names = [str(v) for v in self.source.labels]
         k, fs = len(self.names), agent.wm.rssm.feat_dim
         counts = np.bincount(self.source.label, minlength=k)
@@ -88,7 +88,7 @@ class Distillation:
         self.weight_sum, self.weight_n = torch.zeros(k, device=self.device), 0
         if d.enabled:
             agent.loss_terms.append(self.loss)
-        trainer.log_sources.append(self.metrics)
+        ctx.add_log_source(self.metrics)
 
     def loss(self, agent, batch: dict, post: dict) -> dict:
         student = agent.wm.rssm.feat(post)  # (B, T, Fs), not detached
@@ -119,14 +119,14 @@ class ActionReplay:
     (student/vae.py), trained with the world model; on acting steps the teacher filters the real observations
     and the VAE replays an action for k* (the guidance prior's action); optionally the actor's extra input."""
 
-    def __init__(self, trainer):
-        cfg, m, agent = trainer.cfg, trainer.cfg.method, trainer.agent
-        self.d = trainer.artifacts["distillation"]
-        self.m, self.agent, self.device = m, agent, trainer.device
+    def __init__(self, ctx):
+        m, agent = ctx.method, ctx.agent
+        self.d = ctx.artifacts["distillation"]
+        self.m, self.agent, self.device = m, agent, ctx.device
         a = m.action_replay
-        self.vae = agent.attach("action_vae", ActionVAE(agent.wm.rssm.feat_dim, trainer.spec.action_mask,
+        self.vae = agent.attach("action_vae", ActionVAE(agent.wm.rssm.feat_dim, ctx.spec.action_mask,
                                                         len(self.d.names), a.units, a.hidden))
-        self.rng = trainer.rng("vid2act", cfg.seed + 11)
+        self.rng = ctx.rng("vid2act", ctx.run.seed + 11)
         self.last_prior = None       # (N, A) the VAE's action on the last acting step (guidance prior)
         self.vae_log = []
         agent.loss_terms.append(self.loss)
@@ -136,9 +136,9 @@ class ActionReplay:
         if m.actor_input:
             agent.set_actor_input(self)
         if a.get("pretrain_steps", 0) and (m.actor_input or wants_prior) \
-                and not trainer.ckpt_path.exists():  # a resumed run has its trained VAE in the checkpoint
-            self.pretrain_vae(trainer, a.pretrain_steps)
-        trainer.log_sources.append(self.metrics)
+                and not ctx.resuming:  # a resumed run has its trained VAE in the checkpoint
+            ctx.log_once(self.pretrain_vae(a.pretrain_steps, ctx.run.wm_opt))
+        ctx.add_log_source(self.metrics)
 
     # ---- world-model loss term -----------------------------------------------------------------
     def loss(self, agent, batch: dict, post: dict) -> dict:
@@ -165,17 +165,18 @@ class ActionReplay:
         self.vae_log.append({k: v.detach().float() for k, v in metrics.items()})  # 0-dim tensors
         return loss
 
-    def pretrain_vae(self, trainer, steps: int) -> None:
+    def pretrain_vae(self, steps: int, opt_cfg) -> dict:
         """Train the VAE alone on source data before the first acting step, so that a VAE guidance prior
-        replays trained actions from the start (GSA trains its BC prior up front in the same way). The
-        student, the distiller and the teacher are not changed."""
+        replays trained actions from the start (GSA trains its BC prior up front in the same way), with the
+        world model's optimiser settings `opt_cfg`. The student, the distiller and the teacher are not
+        changed. Returns the log row {vae/pretrain_first_mse, vae/pretrain_final_mse}."""
         log.info("training the action-replay VAE on the source data for %d updates before acting", steps)
-        opt = Optimizer(self.vae.parameters(), trainer.cfg.model.wm_opt)
+        opt = Optimizer(self.vae.parameters(), opt_cfg)
         for _ in range(steps):
             opt.step(self.vae_loss())
         mse = torch.stack([r["vae/mse"] for r in self.vae_log]).tolist()
         self.vae_log = []
-        trainer.logger_rows.append({"vae/pretrain_first_mse": mse[0], "vae/pretrain_final_mse": float(np.mean(mse[-10:]))})
+        return {"vae/pretrain_first_mse": mse[0], "vae/pretrain_final_mse": float(np.mean(mse[-10:]))}
 
     # ---- the actor's extra input and acting ------------------------------------------------------
     @property
@@ -220,17 +221,17 @@ class ActionReplay:
         return out
 
 
-def attach_distillation(trainer) -> None:
-    """The `distillation` part; provides trainer.artifacts["distillation"]."""
-    trainer.artifacts["distillation"] = Distillation(trainer)
+def attach_distillation(ctx) -> None:
+    """The `distillation` part (ctx: transfer's Context); provides ctx.artifacts["distillation"]."""
+    ctx.artifacts["distillation"] = Distillation(ctx)
 
 
-def attach_action_replay(trainer) -> None:
-    """The `action_replay` part (method.action_replay.enabled); provides trainer.artifacts["action_replay"]."""
-    trainer.artifacts["action_replay"] = ActionReplay(trainer)
+def attach_action_replay(ctx) -> None:
+    """The `action_replay` part (method.action_replay.enabled); provides ctx.artifacts["action_replay"]."""
+    ctx.artifacts["action_replay"] = ActionReplay(ctx)
 
 
-def attach_prior(trainer) -> None:
+def attach_prior(ctx) -> None:
     """The `vae_prior` part: the VAE decoder's replayed action as the guidance prior."""
-    owner = trainer.artifacts["action_replay"]
-    trainer.artifacts["prior"] = lambda schedule, n: ReplayGuidance(owner, schedule, n)
+    owner = ctx.artifacts["action_replay"]
+    ctx.artifacts["prior"] = lambda schedule, n: ReplayGuidance(owner, schedule, n)

@@ -61,3 +61,42 @@ def test_gsa_with_the_vae_prior_but_no_action_replay_fails_clearly():
 def test_the_hybrid_without_action_replay_but_a_vae_prior_fails_clearly():
     with pytest.raises(ValueError, match="'vae_prior' needs 'action_replay'.*switched on"):
         active(compose("method=hybrid", "method.action_replay.enabled=false").method)
+
+
+def probe(ctx):
+    """A part that records the Context it is given (test_a_part_gets_a_narrow_context)."""
+    probe.ctx = ctx
+    probe.stream = ctx.rng("probe", 3)
+    ctx.log_once({"probe/attached": 1.0})
+    ctx.set_batch_source(probe)
+
+
+def test_a_part_gets_a_narrow_context_not_the_trainer(tmp_path, monkeypatch):
+    from dataclasses import fields
+
+    from core import checkpoint
+    from transfer.build import build_trainer
+    from transfer.components import Part
+    from transfer.context import Context
+    monkeypatch.setitem(COMPONENTS, "probe", Part(f"{__name__}:probe"))
+    cfg = compose("preset=quick_dmc", "task=cartpole_balance", "method=dreamer", "+method.components=[probe]",
+                  "trainer.parallel=false", "logger.wandb=disabled", "logger.progress=false", f"run_dir={tmp_path}")
+    trainer = build_trainer(cfg, tmp_path)
+    try:
+        ctx = probe.ctx
+        assert isinstance(ctx, Context) and ctx is not trainer
+        public = {a for a in dir(ctx) if not a.startswith("_")}
+        assert public == {f.name for f in fields(Context)}  # nothing of the Trainer beyond the context's fields
+        assert not hasattr(ctx, "envs") and not hasattr(ctx, "save") and not hasattr(ctx, "cfg")
+        assert ctx.agent is trainer.agent and ctx.replay is trainer.replay and ctx.artifacts is trainer.artifacts
+        assert ctx.run.seed == cfg.seed and ctx.num_envs == trainer.envs.num_envs and not ctx.resuming
+        assert trainer.batch_source is probe and trainer.logger_rows == [{"probe/attached": 1.0}]
+        trainer.step = 42
+        assert ctx.step() == 42
+        assert trainer.rngs["probe"] is probe.stream  # the Trainer saves the part's stream
+        probe.stream.random(5)
+        trainer.save()
+        saved = checkpoint.load(trainer.ckpt_path)["rngs"]["probe"]
+        assert saved == probe.stream.bit_generator.state
+    finally:
+        trainer.close()

@@ -1,9 +1,10 @@
 """The parts a method config switches on (`method.components: [name, ...]`), by name, each with one job.
 
-Each part is an `attach(trainer)` function ("module:function") that takes the Trainer after its agent is
-built (before a resume loads state) and switches its part on through the seams (transfer/loop.py,
-core/agent.py). A part declares the artifacts it needs from earlier parts and those it provides
-(`trainer.artifacts[name]`); parts never read each other's attributes. A part whose switch (a key of the
+Each part is an `attach(ctx)` function ("module:function") that takes a narrow Context (transfer/context.py:
+its config slice, run settings, env spec, run dir, device, teacher, the agent's seams, replay, artifacts and
+registration seams; never the Trainer) after the agent is built (before a resume loads state), and switches its
+part on through those seams. A part declares the artifacts it needs from earlier parts and those it provides
+(`ctx.artifacts[name]`); parts never read each other's attributes. A part whose switch (a key of the
 method config) is off is skipped and provides nothing. `active(method)` checks the order before anything
 starts and fails with one clear line. The loop itself never asks which method runs.
 
@@ -38,9 +39,9 @@ def prior_is(kind: str) -> Callable[[dict], bool]:
 
 @dataclass(frozen=True)
 class Part:
-    target: str                          # "module:function" taking the Trainer
+    target: str                          # "module:function" taking the Context (transfer/context.py)
     needs: tuple[str, ...] = ()          # artifacts an earlier active part must provide
-    provides: tuple[str, ...] = ()       # artifacts this part puts in trainer.artifacts
+    provides: tuple[str, ...] = ()       # artifacts this part puts in ctx.artifacts
     uses: tuple[str, ...] = ()           # artifacts read when an earlier part provides them (optional)
     on: Callable[[dict], bool] = lambda method: True   # the switch, read from the method config
 

@@ -4,7 +4,8 @@ updates at `train_ratio`, periodic evaluation on separate envs, logging and resu
 Counters are environment steps (frames, action repeat included). Everything is written under the
 run directory; constructing a Trainer on a run directory with a checkpoint resumes from it. The Trainer
 receives everything it runs (`Parts`: envs, agent, replay, teacher, components) from the composition root,
-transfer/build.py, and imports nothing from teacher/ or student/.
+transfer/build.py, and imports nothing from teacher/ or student/. Components attach to a narrow Context
+(transfer/context.py), never to the Trainer itself.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from core.replay import Replay
 from envs import REPLAY_KEYS
 from envs.episodes import EpisodeStats, run_episodes, summarize
 from envs.workers import EnvPool
+from transfer.context import Context, RunSettings
 
 log = logging.getLogger(__name__)
 EVAL_POLICIES = ("sample", "mode")  # trainer.eval_policy
@@ -61,17 +63,19 @@ class Trainer:
         self.spec = self.envs.specs[0]
         self.frames_per_step = self.spec.action_repeat
         self.agent, self.replay = parts.agent, parts.replay
-        # Seams that method components (transfer/components.py) set; the loop never asks which method runs:
+        # Seams that method components (transfer/components.py) set through their Context; the loop never
+        # asks which method runs:
         self.batch_source = self.replay.sample  # (B, T) -> world-model batch of numpy arrays
-        self.acting_hooks: list = []    # (trainer, obs list, actions (N, A) np) -> executed actions (N, A)
+        self.acting_hooks: list = []    # (obs list, actions (N, A) np, env step) -> executed actions (N, A)
         self.log_sources: list = []     # () -> {name: float}, merged into each train log row
         self.logger_rows: list = []     # {name: float} rows written once the logger exists (setup results)
         self.priors: list = []          # (num_envs) -> GuidedActing whose prior acts whole episodes (diagnostics)
         self.artifacts: dict = {}       # what a component provides to later ones (transfer/components.py)
         self.rngs = {"replay": self.replay.rng}  # named numpy generators, saved and restored (see rng())
-        for attach in parts.components:
-            attach(self)  # switches a part on: loss term, reward, batch source, prior...
         self.step, self.episodes, self.update_budget = 0, 0, 0.0
+        ctx = self.context()
+        for attach in parts.components:
+            attach(ctx)  # switches a part on: loss term, reward, batch source, prior...
         self.next_eval, self.wandb_id = t.eval_every, None
         if self.ckpt_path.exists():
             self._resume()
@@ -79,6 +83,20 @@ class Trainer:
                              t.steps, self.step, self.wandb_id)
         for row in self.logger_rows:
             self.logger.write(self.step, row)
+
+    def context(self) -> Context:
+        """The narrow view the components attach to: settings, spec, agent, replay, artifacts and the
+        registration seams above (transfer/context.py)."""
+        cfg = self.cfg
+        run = RunSettings(seed=cfg.seed, task=cfg.task, env=OmegaConf.to_container(cfg.env, resolve=True),
+                          max_action_dim=cfg.max_action_dim, warmup=cfg.trainer.warmup, wm_opt=cfg.model.wm_opt,
+                          progress=cfg.logger.progress, teacher=cfg.get("teacher"))
+        return Context(method=cfg.method, run=run, spec=self.spec, run_dir=self.dir, device=self.device,
+                       teacher=self.teacher, resuming=self.ckpt_path.exists(), num_envs=self.envs.num_envs,
+                       agent=self.agent, replay=self.replay, artifacts=self.artifacts, rng=self.rng,
+                       add_acting_hook=self.acting_hooks.append, add_log_source=self.log_sources.append,
+                       log_once=self.logger_rows.append, add_prior=self.priors.append,
+                       set_batch_source=lambda fn: setattr(self, "batch_source", fn), step=lambda: self.step)
 
     def rng(self, name: str, seed) -> np.random.Generator:
         """A numpy generator for a component (e.g. rehearsal sampling, guidance plans): its state is saved
@@ -131,7 +149,7 @@ class Trainer:
             if self.step < t.warmup:
                 action = np.random.uniform(-1, 1, action.shape).astype(np.float32) * mask
             for hook in self.acting_hooks:  # e.g. execution guidance by a prior
-                action = hook(self, obs, action)
+                action = hook(obs, action, self.step)
             state["action"] = torch.as_tensor(action, device=self.device)  # the RSSM sees what was executed
             for i, o in enumerate(obs):
                 if o["is_first"]:

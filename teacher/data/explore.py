@@ -44,9 +44,9 @@ class Disagreement(nn.Module):
             return self.predict(feats[:-1], actions).var(0).mean(-1)
 
 
-def attach(trainer) -> None:
-    """Switch the agent of a transfer.loop.Trainer to reward-free exploration."""
-    agent, c = trainer.agent, trainer.cfg.method.explore
+def attach(ctx) -> None:
+    """The `disagreement` part (ctx: transfer's Context): switch the agent to reward-free exploration."""
+    agent, c = ctx.agent, ctx.method.explore
     rssm = agent.wm.rssm
     module = Disagreement(rssm.feat_dim, agent.act_dim, rssm.stoch_dim, c.heads, c.layers, c.units)
     agent.attach("disagreement", module)

@@ -193,6 +193,10 @@ def test_method_labels_name_the_ablations():
     assert method_label(weak) == "hybrid alpha=0.1"
     assert method_label({**weak, "distill": {**weak["distill"], "enabled": False}}) == "hybrid no-distill"
     assert method_label({**hybrid, "distill": {**hybrid["distill"], "alpha": 1.0}}) == "hybrid"
+    # labels come from the method's own defaults (configs/method/<name>.yaml), with no branch per method name
+    assert method_label({"name": "jsrl", "guidance": False}) == "jsrl no-guidance"
+    assert method_label({"name": "finetune", "rehearsal": True}) == "finetune"  # finetune has no such switch
+    assert method_label({"name": "no-such-method", "guidance": False}) == "no-such-method"
 
 
 def test_distillation_weights_over_seeds(tmp_path):

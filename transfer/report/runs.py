@@ -12,6 +12,7 @@ the archive equals the one built from the run directories.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -81,42 +82,78 @@ def read_run(run_dir: pathlib.Path) -> Run:
 
 
 # (key path in the method config, the value that marks an ablation, suffix in the method label)
-ABLATIONS = [("rehearsal", False, "no-rehearsal"), ("guidance", False, "no-guidance"),
-             ("distill.enabled", False, "no-distill"), ("distill.weights", "uniform", "uniform-weights"),
-             ("action_replay.enabled", False, "no-replay")]
+CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
+
+
+def _flag(on: str, off: str):
+    return lambda v: on if v else off
+
+
+# The switches a report label names, in label order: (key in the method config, the value a run's config
+# stands for when it lacks the key (runs from before the switch existed; None: the method's default),
+# value -> label, when the switch matters (method config -> bool)). A run's label names each switch whose
+# label differs from that of its method's default (configs/method/<name>.yaml), so a method is a list of parts and
+# switches with no special case here, and a new method or switch needs no new branch.
+def _get(method: dict, path: str):
+    node = method
+    for key in path.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def _distilling(m: dict) -> bool:
+    return _get(m, "distill.enabled") is not False
+
+
+def _vae_used(m: dict) -> bool:  # the VAE's pretraining matters where the VAE acts or feeds the actor
+    guided = _get(m, "guidance") is not False and _get(m, "prior") == "vae"
+    return _get(m, "action_replay.enabled") is not False and (guided or _get(m, "actor_input") is True)
+
+
+SWITCHES = [("rehearsal", True, _flag("rehearsal", "no-rehearsal"), None),
+            ("guidance", True, _flag("guidance", "no-guidance"), None),
+            ("distill.enabled", True, _flag("distill", "no-distill"), None),
+            ("distill.weights", "learned", lambda v: f"{v}-weights", None),
+            ("action_replay.enabled", True, _flag("replay", "no-replay"), None),
+            ("actor_input", None, _flag("actor-input", "no-actor-input"), None),
+            ("prior", None, lambda v: f"{v}-prior", None),
+            ("distill.alpha", 1.0, lambda v: f"alpha={float(v):g}", _distilling),
+            ("distill.residual", False, _flag("residual-distiller", "plain-distiller"), _distilling),
+            ("action_replay.pretrain_steps", 0, lambda v: "pretrained-vae" if v else "untrained-prior", _vae_used)]
+
+
+@functools.lru_cache(maxsize=None)
+def method_defaults(name: str) -> dict | None:
+    """The method's default config (configs/method/<name>.yaml composed by Hydra), None for a name that
+    configs/ no longer has."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its config dir is ours
+            cfg = compose("config", overrides=[f"method={name}"])
+        else:
+            with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+                cfg = compose("config", overrides=[f"method={name}"])
+    except Exception:  # noqa: BLE001 (an unknown or removed method: no defaults to compare with)
+        return None
+    return OmegaConf.to_container(cfg.method, resolve=True)
 
 
 def method_label(method: dict) -> str:
-    """method.name plus the ablation switches that are set, e.g. "gsa no-guidance"; method=hybrid
-    with prior=bc becomes "hybrid bc-prior"; a hybrid without the residual distiller or the VAE
-    pretraining (its defaults) is marked "plain-distiller" / "untrained-prior"; a distillation scale
-    other than 1 is marked "alpha=0.1". (method=finetune is gsa's config with both switches off
-    but its own name, so it stays "finetune".)"""
-    def get(path):
-        node = method
-        for key in path.split("."):
-            node = node.get(key) if isinstance(node, dict) else None
-        return node
-    name, parts = str(method.get("name", "?")), []
-    if name in ("gsa", "hybrid", "vid2act", "jsrl"):
-        parts = [label for key, value, label in ABLATIONS if get(key) == value]
-        if name == "vid2act" and get("actor_input") is False:
-            parts.append("no-actor-input")
-        if name == "hybrid" and get("prior") == "bc":
-            parts.append("bc-prior")
-        if name == "hybrid" and get("actor_input") is True:
-            parts.append("actor-input")
-        alpha = get("distill.alpha")
-        if get("distill.enabled") is not False and alpha is not None and float(alpha) != 1.0:
-            parts.append(f"alpha={float(alpha):g}")  # a weaker or stronger distillation than the default 1
-        residual, pretrain = get("distill.residual") is True, bool(get("action_replay.pretrain_steps"))
-        if name == "hybrid":  # both on by default (runs before these switches existed had neither)
-            if get("distill.enabled") is not False and not residual:
-                parts.append("plain-distiller")
-            if get("prior") != "bc" and get("action_replay.enabled") is not False and not pretrain:
-                parts.append("untrained-prior")
-        elif name == "vid2act":  # both off by default
-            parts += ["residual-distiller"] * residual + ["pretrained-vae"] * pretrain
+    """method.name plus each switch of SWITCHES whose value differs from the method's default, e.g.
+    "gsa no-guidance", "hybrid bc-prior", "vid2act uniform-weights", "hybrid alpha=0.1". (method=finetune
+    is gsa's config with both switches off, its defaults, so it stays "finetune".)"""
+    name = str(method.get("name", "?"))
+    defaults = method_defaults(name) or {}
+    parts = []
+    for key, legacy, label, matters in SWITCHES:
+        default, value = _get(defaults, key), _get(method, key)
+        if default is None or (matters is not None and not matters(method)):
+            continue
+        value = (default if legacy is None else legacy) if value is None else value
+        if label(value) != label(default):  # compared as labels: 500 and 2000 VAE updates are both "pretrained"
+            parts.append(label(value))
     return " ".join([name, *dict.fromkeys(parts)])
 
 

@@ -1,4 +1,5 @@
-"""Small numeric pieces of DreamerV3: symlog, two-hot, lambda-returns, return normalisation."""
+"""Small numeric pieces: symlog, two-hot, lambda-returns, return normalisation (DreamerV3), DrQ's random shift
+(augmentation of the BC prior and of DrQ-v2) and linear schedules."""
 from __future__ import annotations
 
 import torch
@@ -84,3 +85,24 @@ class ReturnNorm(nn.Module):
 
     def scale(self) -> torch.Tensor:
         return torch.clamp(self.hi - self.lo, min=1.0)
+
+
+def random_shift(images: torch.Tensor, pad: int = 3, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DrQ-style random shift of (B, Ch, R, R) images (any dtype, uint8 included): replicate-pad by
+    `pad` pixels and crop back to (R, R) at an offset drawn uniformly from [0, 2 * pad]^2 per sample;
+    all channels of a sample (all its stacked frames) shift alike. Done as one gather with clamped
+    indices, which equals padding with edge pixels then cropping. Returns (B, Ch, R, R)."""
+    if pad <= 0:
+        return images
+    b, c, h, w = images.shape
+    shift = torch.randint(-pad, pad + 1, (b, 2), generator=generator).to(images.device)  # (B, 2): dy, dx
+    rows = (shift[:, :1] + torch.arange(h, device=images.device)).clamp(0, h - 1)  # (B, R) source rows
+    cols = (shift[:, 1:] + torch.arange(w, device=images.device)).clamp(0, w - 1)  # (B, R) source cols
+    index = (rows[:, :, None] * w + cols[:, None, :]).reshape(b, 1, h * w).expand(b, c, h * w)  # (B, Ch, R*R)
+    return images.reshape(b, c, h * w).gather(2, index).reshape(b, c, h, w)
+
+
+def linear_schedule(initial: float, final: float, duration: int, step: int) -> float:
+    """initial + (final - initial) * min(step / duration, 1); `final` from the start when duration is 0."""
+    frac = 1.0 if duration == 0 else min(max(step, 0) / duration, 1.0)
+    return initial + (final - initial) * frac

@@ -2,7 +2,7 @@
 frames, trained by masked MSE on (retrieved) offline trajectories.
 
 Owns: `BCPolicy` (conv encoder [32, 64, 128, 256] + MLP 512-LayerNorm-ELU x 2 -> tanh, padded
-action dims forced to exactly 0), `random_shift` (pad-and-crop augmentation), frame stacking
+action dims forced to exactly 0), `random_shift` (pad-and-crop augmentation, from core/ops.py), frame stacking
 (`frame_indices`, `stack_frames`, `to_channels`), `masked_mse`, `BCData` (the trajectories BC
 trains on, held in memory) and `train_bc` (Adam loop returning the per-update losses).
 
@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
+
+from core.ops import random_shift
 
 
 # ---- frame stacking ---------------------------------------------------------------------------
@@ -42,22 +44,7 @@ def stack_frames(images: np.ndarray, t, frames: int = 3) -> np.ndarray:
     return to_channels(images[frame_indices(t, frames)])  # images[...]: (*S, k, R, R, 3)
 
 
-# ---- augmentation and loss --------------------------------------------------------------------
-def random_shift(images: torch.Tensor, pad: int = 3, generator: torch.Generator | None = None) -> torch.Tensor:
-    """DrQ-style random shift of (B, Ch, R, R) images (any dtype, uint8 included): replicate-pad by
-    `pad` pixels and crop back to (R, R) at an offset drawn uniformly from [0, 2 * pad]^2 per sample;
-    all channels of a sample (all its stacked frames) shift alike. Done as one gather with clamped
-    indices, which equals padding with edge pixels then cropping. Returns (B, Ch, R, R)."""
-    if pad <= 0:
-        return images
-    b, c, h, w = images.shape
-    shift = torch.randint(-pad, pad + 1, (b, 2), generator=generator).to(images.device)  # (B, 2): dy, dx
-    rows = (shift[:, :1] + torch.arange(h, device=images.device)).clamp(0, h - 1)  # (B, R) source rows
-    cols = (shift[:, 1:] + torch.arange(w, device=images.device)).clamp(0, w - 1)  # (B, R) source cols
-    index = (rows[:, :, None] * w + cols[:, None, :]).reshape(b, 1, h * w).expand(b, c, h * w)  # (B, Ch, R*R)
-    return images.reshape(b, c, h * w).gather(2, index).reshape(b, c, h, w)
-
-
+# ---- loss ---------------------------------------------------------------------------------------
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of the per-sample MSE over native dims only. pred, target, mask: (B, A);
     padded dims (mask 0) never count, whatever pred holds there."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core.ops import linear_schedule
 from student.bc import BCPolicy
 
 
@@ -48,8 +49,7 @@ class GuidanceSchedule:
 
     def probability(self, step: int) -> float:
         """Probability that an episode starting at env step `step` is guided (after the warm-up)."""
-        frac = 1.0 if self.duration == 0 else min(max(step, 0) / self.duration, 1.0)
-        return self.initial + (self.final - self.initial) * frac
+        return linear_schedule(self.initial, self.final, self.duration, step)
 
     def plan(self, step: int, rng: np.random.Generator) -> tuple[int, int] | None:
         """Guidance window (start, length) in agent steps for an episode starting at env step `step`,

@@ -1,6 +1,8 @@
 """The composition root: resolve the teacher (the embedded default included), pick the method's components,
 build the env workers, the agent (with its initial weights) and its replay, and hand them to the one training
-loop. `transfer.loop` imports nothing from `teacher/` or `student/`; this module and the components registry
+loop. The agent type is the method's `agent` (configs/method/*.yaml): `dreamer` (core.agent.Agent, the default
+when absent) or `drqv2` (core.drqv2.DrQV2Agent, model-free); the loop runs either through the same interface.
+`transfer.loop` imports nothing from `teacher/` or `student/`; this module and the components registry
 (transfer/components.py) do.
 
     trainer = build_trainer(cfg, run_dir)   # a run directory with a checkpoint resumes from it
@@ -16,14 +18,26 @@ import torch
 from omegaconf import OmegaConf
 
 from core.agent import Agent
+from core.drqv2 import DrQV2Agent
 from core.replay import Replay
 from core.runtime import resolve_device
 from envs import env_fns
+from envs.base import did_you_mean
 from envs.workers import EnvPool
 from transfer.components import active
 from transfer.loop import Parts, Trainer
 
 log = logging.getLogger(__name__)
+AGENTS = {"dreamer": lambda image, mask, cfg, device: Agent({"image": image}, mask, cfg.model, device),
+          "drqv2": lambda image, mask, cfg, device: DrQV2Agent(image, mask, cfg.method.drqv2, device)}
+
+
+def agent_kind(cfg) -> str:
+    """The method's agent type (`method.agent`, default dreamer); a ValueError that names the known ones."""
+    kind = cfg.method.get("agent", "dreamer")
+    if kind not in AGENTS:
+        raise ValueError(f"method.agent={kind!r}: use one of {', '.join(AGENTS)}.{did_you_mean(kind, AGENTS)}")
+    return kind
 
 
 def resolve_teacher(cfg) -> dict | None:
@@ -56,6 +70,7 @@ def build_trainer(cfg, run_dir) -> Trainer:
     as its start; a resumed run then loads its own) and its replay."""
     t = cfg.trainer
     Trainer.check(cfg)
+    kind = agent_kind(cfg)
     components = [attach for _, attach in active(cfg.method)]  # unknown names or a wrong order fail here
     teacher = resolve_teacher(cfg)  # before any worker starts: a bad teacher fails fast
     if t.threads:
@@ -68,7 +83,7 @@ def build_trainer(cfg, run_dir) -> Trainer:
         # Seeded here, after the teacher is resolved: building the default teacher in-process draws from the
         # global generators, so seeding earlier would give a first run other weights than a rerun.
         random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
-        agent = Agent({"image": (size, size, 3)}, spec.action_mask, cfg.model, device)
+        agent = AGENTS[kind]((size, size, 3), spec.action_mask, cfg, device)
         if teacher is not None and cfg.method.get("init_from_teacher"):
             from teacher.model import load_pretrained
             load_pretrained(agent.wm, teacher)
@@ -76,7 +91,10 @@ def build_trainer(cfg, run_dir) -> Trainer:
                         cfg.max_action_dim, seed=cfg.seed)
         parts = Parts(device, envs, env_fns(env_cfg, cfg.task, cfg.seed + 10_000, cfg.max_action_dim, t.eval_envs),
                       agent, replay, teacher, components)
-        return Trainer(cfg, run_dir, parts)
+        trainer = Trainer(cfg, run_dir, parts)
+        if hasattr(agent, "clock"):  # DrQ-v2's exploration std follows the loop's env step (restored on resume)
+            agent.clock = lambda: trainer.step
+        return trainer
     except BaseException:
         envs.close()
         raise

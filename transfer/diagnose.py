@@ -17,6 +17,7 @@
   far above the real final return = the actor exploits errors of the model), acting as the run's last final
   evaluation did (policy_final_sampled 1: sampled actions, 0: the actor's mean);
 - domain weights (vid2act, hybrid): the source with the highest weight over the last quarter of logs.
+The world-model entries are skipped for agents without one (method=drqv2).
 
 The dataset is --dataset, else the run's `diagnostics.dataset`, else `method.dataset`, else the one its
 teacher was pretrained on; without one, the dataset-based entries are null. Keys are flat scalars
@@ -102,6 +103,11 @@ def prior_alone(run: pathlib.Path, cfg: dict, episodes: int) -> dict:
             "prior_alone_episodes": out["prior/episodes"]}
 
 
+def has_world_model(state: dict) -> bool:
+    """Does the checkpoint's agent have a world model (DreamerV3's Agent; DrQ-v2's agent has none)?"""
+    return any(k.startswith("wm.") for k in state["agent"]["model"])
+
+
 def world_model_agent(state: dict, cfg: dict, mask: np.ndarray) -> Agent:
     """A CPU Agent holding only the world model of a run's checkpoint `state` (vid2act's actor is wider)."""
     agent = Agent({"image": (cfg["env"]["image_size"],) * 2 + (3,)}, mask, OmegaConf.create(cfg["model"]), torch.device("cpu"))
@@ -164,8 +170,8 @@ def reward_fit(state: dict | None, cfg: dict, dataset, sampled: bool = False) ->
     """The run's reward head (from its checkpoint `state`) on the target task's successful offline
     episodes (rewards recorded), and its actor's actions on the same states against the experts'; the
     imagined return is that of the policy the run's last final evaluation used (`sampled` or the mean)."""
-    if dataset is None or state is None:
-        return {}
+    if dataset is None or state is None or not has_world_model(state):
+        return {}  # e.g. method=drqv2: a model-free agent, nothing to filter the episodes with
     rows = [i for i in target_rows(dataset, cfg) if dataset.meta[i].get("success") and dataset.meta[i].get("has_reward")]
     rows = sorted(rows, key=lambda i: -dataset.meta[i].get("episode_return", 0.0))[:MAX_FIT_EPISODES]
     if not rows:

@@ -1,5 +1,6 @@
-"""The one training loop: parallel env workers -> online replay -> world-model + actor-critic
-updates at `train_ratio`, periodic evaluation on separate envs, logging and resumable checkpoints.
+"""The one training loop: parallel env workers -> online replay -> the agent's updates at `train_ratio`
+(DreamerV3's world model + actor-critic, or DrQ-v2's critic + actor: one interface, transfer/build.py picks
+the agent), periodic evaluation on separate envs, logging and resumable checkpoints.
 
 Counters are environment steps (frames, action repeat included). Everything is written under the
 run directory; constructing a Trainer on a run directory with a checkpoint resumes from it. The Trainer
@@ -34,7 +35,8 @@ EVAL_POLICIES = ("sample", "mode")  # trainer.eval_policy
 @dataclass
 class Parts:
     """What a Trainer runs, built by transfer/build.py: training env workers, builders of the eval envs,
-    the agent (initial weights set), its replay, the teacher file's info and the components' attach functions."""
+    the agent (initial weights set; core.agent.Agent or core.drqv2.DrQV2Agent, one interface), its replay, the
+    teacher file's info and the components' attach functions."""
     device: torch.device
     envs: EnvPool
     eval_fns: list
@@ -150,7 +152,7 @@ class Trainer:
                 action = np.random.uniform(-1, 1, action.shape).astype(np.float32) * mask
             for hook in self.acting_hooks:  # e.g. execution guidance by a prior
                 action = hook(obs, action, self.step)
-            state["action"] = torch.as_tensor(action, device=self.device)  # the RSSM sees what was executed
+            state["action"] = torch.as_tensor(action, device=self.device)  # what was executed (the RSSM's input)
             for i, o in enumerate(obs):
                 if o["is_first"]:
                     prev_action[i] = 0.0

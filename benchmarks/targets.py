@@ -51,9 +51,26 @@ def experts(dataset, task: str) -> dict:
             "expert_success_by_sigma": {s: round(v[1], 2) for s, v in sorted(by_sigma.items(), key=lambda kv: float(kv[0]))}}
 
 
+def policy_alone(policy, suite: str, task: str, episodes: int, seed: int = 0, **env) -> dict:
+    """A BC policy (3 stacked frames -> action) acting alone for whole episodes on fresh envs of the task, its
+    frames stacked as in guidance (student.guidance.GuidedActing with an always-on schedule). `env`: overrides
+    of the suite's env settings (e.g. episode_frames)."""
+    from student.guidance import GuidanceSchedule, GuidedActing
+    cfg = dict(suite_config(suite), **env)
+    rng = np.random.default_rng(seed)  # the always-on schedule draws nothing from it
+    with EnvPool(env_fns(cfg, task, seed + 40_000, A, 2)) as pool:
+        length = cfg["episode_frames"] // cfg["action_repeat"]  # agent steps per episode
+        guide = GuidedActing(policy, GuidanceSchedule.always(length), pool.num_envs)
+        zeros = np.zeros((pool.num_envs, A), np.float32)
+        finished = run_episodes(pool, lambda obs: guide.apply(obs, zeros, 0, rng)[0], episodes, A)
+    s = summarize(finished, "")
+    return {"bc_alone_success": s["success_final"], "bc_alone_success_any": s["success"],
+            "bc_alone_return": s["return"], "bc_alone_episodes": s["episodes"],
+            "bc_alone_guided": guide.guided_steps / max(guide.steps, 1)}
+
+
 def bc_alone(dataset, suite: str, task: str, steps: int, episodes: int, seed: int = 0) -> dict:
     from student.bc import BCPolicy, train_bc
-    from transfer.diagnose import prior_alone
     indices = [i for i, r in enumerate(dataset.meta) if r["task"] == task]
     if not indices or steps <= 0:
         return {}
@@ -63,8 +80,7 @@ def bc_alone(dataset, suite: str, task: str, steps: int, episodes: int, seed: in
     policy = BCPolicy(mask)
     start = time.time()
     losses = train_bc(policy, dataset, indices, steps, rng=np.random.default_rng(seed))
-    cfg = {"env": suite_config(suite), "task": task, "seed": seed, "max_action_dim": A}
-    out = prior_alone(policy, cfg, episodes)
+    out = policy_alone(policy, suite, task, episodes, seed) if episodes > 0 else {}
     out.update(bc_steps=steps, bc_first_loss=losses[0], bc_final_loss=float(np.mean(losses[-20:])),
                bc_seconds=round(time.time() - start, 1))
     return out

@@ -30,3 +30,23 @@ def test_random_success_reports_its_episodes():
     assert out["random_episodes"] == 2
     assert 0.0 <= out["random_success"] <= out["random_success_any"] <= 1.0
     assert np.isfinite(out["random_return"]) and out["random_return"] > 0   # shaped reward: positive
+
+
+def test_a_bc_policy_acts_alone_on_stacked_frames_for_whole_episodes():
+    """benchmarks.targets' "BC alone" column: the policy, not the zero action, drives every step."""
+    import torch
+    from benchmarks.targets import policy_alone
+    from student.bc import BCPolicy
+
+    mask = np.zeros(12, np.float32)
+    mask[:4] = 1
+    torch.manual_seed(0)
+    policy = BCPolicy(mask)
+    seen = []
+    act = policy.act
+    policy.act = lambda stacks: (seen.append(stacks.shape), act(stacks))[1]
+    out = policy_alone(policy, "metaworld", "drawer-open", 3, episode_frames=20)
+    assert out["bc_alone_episodes"] == 3 and out["bc_alone_guided"] == 1.0
+    assert 0.0 <= out["bc_alone_success"] <= out["bc_alone_success_any"] <= 1.0
+    assert seen and all(s[1:] == (9, 64, 64) for s in seen)   # 3 stacked RGB frames per env
+    assert sum(s[0] for s in seen) >= 3 * 10                  # every agent step of the 3 episodes

@@ -1,10 +1,13 @@
 """Throughput of the DreamerV3 core and the env workers.
 
-    python -m benchmarks.throughput [--sizes tiny small] [--device auto] [--bf16] [--compile]
+    python -m benchmarks.throughput [--sizes tiny small] [--device auto] [--bf16] [--compile] [--run-frames 4000]
 
 Measures world-model + actor-critic updates/s at batch B x T (default 16 x 64), imagination
-latent steps/s (N starts x horizon, no grad), and DMC env steps/s with rendering for 1 and 2
-workers. Prints a table and writes JSON to benchmarks/results/. The allocator settings in force
+latent steps/s (N starts x horizon, no grad), DMC env steps/s with rendering for 1 and 2
+workers, and (--run-frames N > 0) a short real run of the quick default (`python -m transfer.run preset=quick`,
+N frames, --run-overrides appended): its wall time, where it went (world model, actor-critic, acting,
+env waiting, batch sampling, evaluation, checkpoints, other: the loop's perf/time_* shares) and the peak
+resident memory of the main process and of the largest env worker. Prints a table and writes JSON to benchmarks/results/. The allocator settings in force
 are part of the result (the script re-execs itself with tuned glibc malloc unless told not to).
 """
 from __future__ import annotations
@@ -13,6 +16,9 @@ import argparse
 import json
 import pathlib
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -71,6 +77,33 @@ def bench_updates(size, device, b, t, bf16, compile_, repeats):
                 seconds_per_update=update_s, imagination_steps_per_s=n * horizon / imag_s)
 
 
+def bench_run(frames: int, device: str, bf16: bool, overrides: list[str]) -> dict:
+    """A short real run through the CLI in a temporary run dir; its last perf row, wall time and frames/s."""
+    args = ["preset=quick", f"trainer.steps={frames}", "trainer.eval_every=0", "logger.wandb=disabled",
+            "logger.progress=false", f"device={device}", f"model.bf16={bf16}", *overrides]
+    with tempfile.TemporaryDirectory() as run_dir:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "transfer.run", *args, f"run_dir={run_dir}"],
+                              capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if done.returncode:
+            raise SystemExit(f"the benchmark run failed ({' '.join(args)}):\n{done.stderr[-2000:]}")
+        rows = [json.loads(line) for line in (pathlib.Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    perf = [r for r in rows if "perf/time_other" in r][-1]
+    updates = max(r.get("train/updates", 0) for r in rows)
+    return dict(args=args, frames=frames, updates=updates, total_s=wall, frames_per_s=frames / wall,
+                **{k[len("perf/"):]: v for k, v in perf.items() if k.startswith("perf/") and k != "perf/env_steps_per_s"})
+
+
+def print_run(run: dict):
+    print(f"\nquick run: {run['frames']} frames, {run['updates']} updates in {run['total_s']:.1f} s "
+          f"(the loop {run['wall_s']:.1f} s) "
+          f"({run['frames_per_s']:.1f} frames/s; peak RSS main {run['peak_rss_mb']:.0f} MiB, "
+          f"largest env worker {run['worker_peak_rss_mb']:.0f} MiB)")
+    shares = sorted(((k[len("time_"):], v) for k, v in run.items() if k.startswith("time_")), key=lambda kv: -kv[1])
+    print("  " + "  ".join(f"{k} {100 * v:.1f}%" for k, v in shares))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", nargs="+", default=["tiny", "small"])
@@ -82,11 +115,14 @@ def main():
     p.add_argument("--env-task", default="walker_walk")
     p.add_argument("--env-steps", type=int, default=300)
     p.add_argument("--no-envs", action="store_true")
+    p.add_argument("--run-frames", type=int, default=4000, help="frames of the quick run (0: skip it)")
+    p.add_argument("--run-overrides", nargs="*", default=[], help="Hydra overrides for the quick run")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args()
     device = resolve_device(args.device)
     models = [bench_updates(s, device, *args.batch, args.bf16, args.compile, args.repeats) for s in args.sizes]
     envs = [] if args.no_envs else [bench_envs("dmc", args.env_task, w, args.env_steps) for w in (1, 2)]
+    run = bench_run(args.run_frames, args.device, args.bf16, args.run_overrides) if args.run_frames > 0 else None
     meta = dict(device=str(device), gpu=torch.cuda.get_device_name() if device.type == "cuda" else None,
                 cpu_threads=torch.get_num_threads(), torch=torch.__version__, bf16=args.bf16,
                 compile=args.compile, batch=args.batch, allocator=allocator_settings(), host=platform.node())
@@ -99,11 +135,13 @@ def main():
     if envs:
         print()
         print_table(envs)
+    if run:
+        print_run(run)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = f"{device.type}{'-bf16' if args.bf16 else ''}{'-compile' if args.compile else ''}"
     path = out / f"throughput-{tag}.json"
-    path.write_text(json.dumps(dict(meta=meta, models=models, envs=envs), indent=2))
+    path.write_text(json.dumps(dict(meta=meta, models=models, envs=envs, run=run), indent=2))
     print(f"\nwrote {path}")
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from core.actor_critic import ActorCritic
 from core.optim import Optimizer
+from core.runtime import section
 from core.world_model import WorldModel, preprocess
 
 
@@ -39,6 +40,7 @@ class Agent(nn.Module):
         # (x preprocessed obs, is_first (N,), previous state, new latent) -> {name: (N, ...)} kept in the state
         self.acting_observers: list = []
         self.updates = 0
+        self.stopwatch = None  # a core.runtime.Stopwatch (set by the loop): world_model / actor_critic wall time
         if cfg.compile:
             from core.runtime import compile_agent
             compile_agent(self)
@@ -96,23 +98,25 @@ class Agent(nn.Module):
         """One world-model update then one actor-critic update in imagination. batch leaves (B, T, ...).
         Returns {name: 0-dim float32 tensor on the agent's device}: no host sync here (the loop averages
         a log interval's metrics at once)."""
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        c = self.cfg
-        with self.autocast():
-            losses, post, metrics = self.wm.loss(batch)
-            for term in self.loss_terms:
-                losses.update(term(self, batch, post))
-            wm_loss = sum(c.loss_scales.get(k, 1.0) * v.mean() for k, v in losses.items())
-        metrics["wm_grad_norm"] = self.wm_opt.step(wm_loss)
-        start = {k: v.detach().flatten(0, 1) for k, v in post.items()}  # (B*T, ...) start states
-        with self.autocast():
-            ac_loss, ac_metrics = self.ac.loss(self.wm, start)
-        self.actor_opt.opt.zero_grad(set_to_none=True)
-        self.critic_opt.opt.zero_grad(set_to_none=True)
-        ac_loss.backward()
-        metrics["actor_grad_norm"] = self.actor_opt.apply()
-        metrics["critic_grad_norm"] = self.critic_opt.apply()
-        self.ac.update_slow()
+        with section(self.stopwatch, "world_model"):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            c = self.cfg
+            with self.autocast():
+                losses, post, metrics = self.wm.loss(batch)
+                for term in self.loss_terms:
+                    losses.update(term(self, batch, post))
+                wm_loss = sum(c.loss_scales.get(k, 1.0) * v.mean() for k, v in losses.items())
+            metrics["wm_grad_norm"] = self.wm_opt.step(wm_loss)
+        with section(self.stopwatch, "actor_critic"):
+            start = {k: v.detach().flatten(0, 1) for k, v in post.items()}  # (B*T, ...) start states
+            with self.autocast():
+                ac_loss, ac_metrics = self.ac.loss(self.wm, start)
+            self.actor_opt.opt.zero_grad(set_to_none=True)
+            self.critic_opt.opt.zero_grad(set_to_none=True)
+            ac_loss.backward()
+            metrics["actor_grad_norm"] = self.actor_opt.apply()
+            metrics["critic_grad_norm"] = self.critic_opt.apply()
+            self.ac.update_slow()
         self.updates += 1
         metrics.update(ac_metrics)
         metrics.update({f"loss_{k}": v.mean().detach() for k, v in losses.items()})

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from core.ops import linear_schedule, random_shift
+from core.runtime import section
 
 
 def init_weights(module: nn.Module) -> None:
@@ -160,6 +161,7 @@ class DrQV2Agent(nn.Module):
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
         self.clock = lambda: 0  # () -> env steps (frames) so far; transfer/build.py points it at the loop's step
         self.updates = 0
+        self.stopwatch = None  # a core.runtime.Stopwatch (set by the loop): critic / actor wall time
 
     def std(self) -> float:
         """The exploration std at the clock's env step: linear(initial -> final over `duration` frames)."""
@@ -187,31 +189,33 @@ class DrQV2Agent(nn.Module):
     def train_step(self, batch: dict) -> dict:
         """One critic (and encoder) update, one actor update on detached features, one EMA step of the target
         critic. batch leaves (B, T, ...). Returns {name: 0-dim float32 tensor on the agent's device}."""
-        c = self.cfg
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        tr = transitions(batch, self.frames, c.nstep, c.gamma)
-        action = tr["action"] * self.actor.mask                                  # (B, A), padded dims 0
-        std = self.std()
-        h = self.encoder(random_shift(tr["obs"], c.pad))                         # (B, E)
-        with torch.no_grad():
-            h_next = self.encoder(random_shift(tr["next_obs"], c.pad))           # (B, E)
-            next_action = self.actor.sample(self.actor(h_next), std, c.std_clip)
-            target = tr["ret"] + tr["discount"] * self.critic_target(h_next, next_action).min(-1).values  # (B,)
-        q = self.critic(h, action)                                               # (B, 2)
-        valid = tr["valid"]
-        critic_loss = (((q - target[:, None]) ** 2).sum(-1) * valid).sum() / valid.sum().clamp(min=1)
-        self.encoder_opt.zero_grad(set_to_none=True)
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
-        self.encoder_opt.step()
+        with section(self.stopwatch, "critic"):
+            c = self.cfg
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            tr = transitions(batch, self.frames, c.nstep, c.gamma)
+            action = tr["action"] * self.actor.mask                                  # (B, A), padded dims 0
+            std = self.std()
+            h = self.encoder(random_shift(tr["obs"], c.pad))                         # (B, E)
+            with torch.no_grad():
+                h_next = self.encoder(random_shift(tr["next_obs"], c.pad))           # (B, E)
+                next_action = self.actor.sample(self.actor(h_next), std, c.std_clip)
+                target = tr["ret"] + tr["discount"] * self.critic_target(h_next, next_action).min(-1).values  # (B,)
+            q = self.critic(h, action)                                               # (B, 2)
+            valid = tr["valid"]
+            critic_loss = (((q - target[:, None]) ** 2).sum(-1) * valid).sum() / valid.sum().clamp(min=1)
+            self.encoder_opt.zero_grad(set_to_none=True)
+            self.critic_opt.zero_grad(set_to_none=True)
+            critic_loss.backward()
+            self.critic_opt.step()
+            self.encoder_opt.step()
 
-        h = h.detach()  # the encoder learns through the critic loss only
-        actor_loss = -self.critic(h, self.actor.sample(self.actor(h), std, c.std_clip)).min(-1).values.mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_opt.step()
-        self.update_target()
+        with section(self.stopwatch, "actor"):
+            h = h.detach()  # the encoder learns through the critic loss only
+            actor_loss = -self.critic(h, self.actor.sample(self.actor(h), std, c.std_clip)).min(-1).values.mean()
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_opt.step()
+            self.update_target()
         self.updates += 1
         metrics = dict(critic_loss=critic_loss, actor_loss=actor_loss, critic_q1=q[:, 0].mean(),
                        critic_q2=q[:, 1].mean(), critic_target_q=target.mean(), nstep_return=tr["ret"].mean(),

@@ -1,8 +1,12 @@
-"""Process-level settings: the device, allocator tuning and torch.compile of the hot modules."""
+"""Process-level settings: the device, allocator tuning and torch.compile of the hot modules; where wall
+time and memory go (Stopwatch, peak_rss_mb)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import time
+from collections import defaultdict
 
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 32)}
 
@@ -39,3 +43,54 @@ def compile_agent(agent):
         wm.decoder.cnn.compile()
     wm.rssm._gru = torch.compile(wm.rssm._gru)
     agent.ac.actor.compile()
+
+
+class Stopwatch:
+    """Wall seconds per named section of a loop (sections do not nest: time each piece once). `sync` (e.g.
+    torch.cuda.synchronize) runs at every boundary, so that asynchronous device work counts in the section
+    that launched it; without it, on CUDA, kernels count wherever the host next waits for them."""
+
+    def __init__(self, sync=None):
+        self.sync, self.start = sync, time.perf_counter()
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def section(self, name: str):
+        if self.sync:
+            self.sync()
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.sync:
+                self.sync()
+            self.seconds[name] += time.perf_counter() - t
+
+    def split(self, prefix: str = "perf/") -> dict:
+        """{prefix}time_<section>: share of the wall time since the start, `other` the rest; {prefix}wall_s."""
+        wall = max(time.perf_counter() - self.start, 1e-9)
+        out = {f"{prefix}time_{k}": v / wall for k, v in sorted(self.seconds.items())}
+        out[f"{prefix}time_other"] = max(0.0, 1.0 - sum(self.seconds.values()) / wall)
+        out[f"{prefix}wall_s"] = wall
+        return out
+
+
+def section(stopwatch: Stopwatch | None, name: str):
+    """stopwatch.section(name), or nothing without a stopwatch."""
+    return contextlib.nullcontext() if stopwatch is None else stopwatch.section(name)
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """Peak resident memory of a process in MiB (Linux VmHWM; elsewhere this process's ru_maxrss), nan if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    if pid != "self":
+        return float("nan")
+    import resource
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20

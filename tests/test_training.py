@@ -46,6 +46,14 @@ def test_one_training_iteration_on_dmc(tmp_path):
     assert (tmp_path / "wandb").is_dir()
     assert len(list((tmp_path / "replay").glob("*.npz"))) >= 2
     assert result["final/sampled"] == 0.0
+    # where the wall time went (benchmarks.throughput reads the last perf row): every section, shares summing to 1
+    perf = [r for r in rows if "perf/time_other" in r][-1]
+    shares = {k: v for k, v in perf.items() if k.startswith("perf/time_")}
+    assert {"acting", "env_wait", "sample", "world_model", "actor_critic", "evaluation", "checkpoint",
+            "other"} <= {k[len("perf/time_"):] for k in shares}
+    assert all(v >= 0 for v in shares.values()) and sum(shares.values()) == pytest.approx(1.0)
+    assert shares["perf/time_world_model"] > 0 and shares["perf/time_actor_critic"] > 0
+    assert perf["perf/peak_rss_mb"] > 100 and perf["perf/worker_peak_rss_mb"] > 10  # torch alone takes > 100 MiB
 
     # evaluated again from its checkpoint with sampled actions (DreamerV3's protocol): a new final row
     from omegaconf import OmegaConf

@@ -23,6 +23,7 @@ from core import checkpoint
 from core.agent import Agent
 from core.logger import Logger, mean_metrics
 from core.replay import Replay
+from core.runtime import Stopwatch, peak_rss_mb
 from envs import REPLAY_KEYS
 from envs.episodes import EpisodeStats, run_episodes, summarize
 from envs.workers import EnvPool
@@ -75,6 +76,9 @@ class Trainer:
         self.artifacts: dict = {}       # what a component provides to later ones (transfer/components.py)
         self.rngs = {"replay": self.replay.rng}  # named numpy generators, saved and restored (see rng())
         self.step, self.episodes, self.update_budget = 0, 0, 0.0
+        # wall time per section of this process (perf/time_* in the train logs); trainer.profile: exact on CUDA
+        sync = torch.cuda.synchronize if t.get("profile") and self.device.type == "cuda" else None
+        self.stopwatch = self.agent.stopwatch = Stopwatch(sync)
         ctx = self.context()
         for attach in parts.components:
             attach(ctx)  # switches a part on: loss term, reward, batch source, prior...
@@ -140,23 +144,26 @@ class Trainer:
         t, n = self.cfg.trainer, self.envs.num_envs
         mask = self.spec.action_mask
         updates_per_step = t.train_ratio / (t.batch_size * t.batch_length)
-        obs = self.envs.step(np.zeros((n, self.cfg.max_action_dim), np.float32))  # all reset
+        sw = self.stopwatch
+        with sw.section("env_wait"):
+            obs = self.envs.step(np.zeros((n, self.cfg.max_action_dim), np.float32))  # all reset
         state = self.agent.initial_state(n)
         prev_action = np.zeros((n, self.cfg.max_action_dim), np.float32)
         stats = EpisodeStats(n)
         self.last_save, train_metrics, t0, step0 = time.time(), [], time.time(), self.step
         while self.step < t.steps:
-            batch_obs = {k: np.stack([o[k] for o in obs]) for k in ("image", "is_first")}
-            action, state = self.agent.policy(batch_obs, state, explore=True)
-            if self.step < t.warmup:
-                action = np.random.uniform(-1, 1, action.shape).astype(np.float32) * mask
-            for hook in self.acting_hooks:  # e.g. execution guidance by a prior
-                action = hook(obs, action, self.step)
-            state["action"] = torch.as_tensor(action, device=self.device)  # what was executed (the RSSM's input)
-            for i, o in enumerate(obs):
-                if o["is_first"]:
-                    prev_action[i] = 0.0
-                self.replay.add(i, {**{k: o[k] for k in REPLAY_KEYS}, "action": prev_action[i]})
+            with sw.section("acting"):
+                batch_obs = {k: np.stack([o[k] for o in obs]) for k in ("image", "is_first")}
+                action, state = self.agent.policy(batch_obs, state, explore=True)
+                if self.step < t.warmup:
+                    action = np.random.uniform(-1, 1, action.shape).astype(np.float32) * mask
+                for hook in self.acting_hooks:  # e.g. execution guidance by a prior
+                    action = hook(obs, action, self.step)
+                state["action"] = torch.as_tensor(action, device=self.device)  # what was executed (the RSSM's input)
+                for i, o in enumerate(obs):
+                    if o["is_first"]:
+                        prev_action[i] = 0.0
+                    self.replay.add(i, {**{k: o[k] for k in REPLAY_KEYS}, "action": prev_action[i]})
             for ep in stats.update(obs):
                 self.episodes += 1
                 self.logger.write(self.step, {"train/return": ep["ret"], "train/length": ep["length"],
@@ -168,29 +175,38 @@ class Trainer:
             stepped = sum(not o["is_last"] for o in obs)  # envs at is_last get reset, not stepped
             self.envs.step_async(action)  # trainer.overlap: the workers step while the updates below run
             if not t.overlap:
-                obs = self.envs.step_wait()
+                with sw.section("env_wait"):
+                    obs = self.envs.step_wait()
             self.step += stepped * self.frames_per_step
             if self.step >= t.warmup:  # the updates read replay only, which holds nothing of the new obs yet
                 self.update_budget += stepped * updates_per_step
                 while self.update_budget >= 1:
                     self.update_budget -= 1
-                    batch = {k: torch.as_tensor(v) for k, v in self.batch_source(t.batch_size, t.batch_length).items()}
-                    train_metrics.append(self.agent.train_step(batch))
+                    with sw.section("sample"):
+                        batch = {k: torch.as_tensor(v)
+                                 for k, v in self.batch_source(t.batch_size, t.batch_length).items()}
+                    train_metrics.append(self.agent.train_step(batch))  # times world_model / actor_critic itself
             if t.overlap:
-                obs = self.envs.step_wait()
+                with sw.section("env_wait"):
+                    obs = self.envs.step_wait()
             if train_metrics and self._crossed(t.log_every, stepped):
                 self._log_train(train_metrics, (self.step - step0) / (time.time() - t0))
                 train_metrics = []
             self.logger.progress(self.step)
             if t.eval_every and self.step >= self.next_eval:  # 0: only the final evaluation
-                self.evaluate(t.eval_episodes)
+                with sw.section("evaluation"):
+                    self.evaluate(t.eval_episodes)
                 self.next_eval += t.eval_every
             if self._crossed(t.checkpoint_every, stepped) or time.time() - self.last_save > 60 * t.checkpoint_minutes:
-                self.save()
+                with sw.section("checkpoint"):
+                    self.save()
         if train_metrics:  # what the last log interval did not write yet
             self._log_train(train_metrics, (self.step - step0) / (time.time() - t0))
-        result = self.evaluate(t.final_eval_episodes, final=True)
-        self.save()
+        with sw.section("evaluation"):
+            result = self.evaluate(t.final_eval_episodes, final=True)
+        with sw.section("checkpoint"):
+            self.save()
+        self.logger.write(self.step, self.perf())
         return result
 
     def _crossed(self, every: int, stepped: int) -> bool:
@@ -201,10 +217,18 @@ class Trainer:
     def _log_train(self, metrics: list[dict], fps: float):
         mean = {f"train/{k}": v for k, v in mean_metrics(metrics).items()}  # each update's: {name: 0-dim tensor}
         mean.update({"train/updates": self.agent.updates, "train/replay_steps": len(self.replay),
-                     "perf/env_steps_per_s": fps, "perf/worker_restarts": self.envs.restarts})
+                     "perf/env_steps_per_s": fps, "perf/worker_restarts": self.envs.restarts, **self.perf()})
         for source in self.log_sources:
             mean.update(source())
         self.logger.write(self.step, mean)
+
+    def perf(self) -> dict:
+        """Where this process's wall time went since the run (or its resume) started, as shares (perf/time_*:
+        acting, env_wait, sample, world_model, actor_critic or DrQ-v2's critic / actor, evaluation, checkpoint,
+        other), and peak resident memory in MiB of this process and of the largest env worker."""
+        workers = [peak_rss_mb(pid) for pid in self.envs.pids]
+        return {**self.stopwatch.split(), "perf/peak_rss_mb": peak_rss_mb(),
+                "perf/worker_peak_rss_mb": max(workers, default=float("nan"))}
 
     def evaluate(self, episodes: int, final: bool = False) -> dict:
         """The actor on separate eval envs, its actions sampled (trainer.eval_policy=sample, DreamerV3's

@@ -7,7 +7,10 @@
 - the dataset's noisy experts of the task: episodes and success per sigma (from the manifest);
 - a BC prior (GSA's network and recipe, student/bc.py) trained on the task's own trajectories in the
   dataset (task-filtered, as GSA gave its baselines) for --bc-steps updates, then acting alone for
-  --bc-episodes episodes (0 steps: skipped).
+  --bc-episodes episodes (0 steps: skipped);
+- with --teacher PATH: GSA's retrieval as a gsa run does it (the teacher's embedding of 10 reset frames of
+  the task, the --k nearest first frames of compatible trajectories) and its purity: the share of the
+  retrieved trajectories that are the task's own, and the other tasks it brings in.
 
 Guidance can only help where the prior sometimes succeeds, and there is only something to show where a
 random policy (and DreamerV3 from scratch, measured by the sweep) does not. Env settings: configs/env/
@@ -33,6 +36,8 @@ A = 12
 
 
 def random_success(suite: str, task: str, episodes: int, seed: int = 0) -> dict:
+    if episodes <= 0:
+        return {}
     cfg = suite_config(suite)
     rng = np.random.default_rng(seed)
     with EnvPool(env_fns(cfg, task, seed + 30_000, A, 2)) as pool:
@@ -86,6 +91,22 @@ def bc_alone(dataset, suite: str, task: str, steps: int, episodes: int, seed: in
     return out
 
 
+def retrieval_purity(dataset, teacher: str, suite: str, task: str, k: int, queries: int = 10, seed: int = 0) -> dict:
+    """Which trajectories GSA's first-frame retrieval brings for `task` (reset seeds as in student.gsa)."""
+    from envs import make_env
+    from student.retrieval import retrieve
+    env = make_env(suite_config(suite), task, seed + 50_000, A)
+    try:
+        frames = np.stack([env.reset()["image"] for _ in range(queries)])  # (Q, R, R, 3)
+        action_dim = env.spec.native_action_dim
+    finally:
+        env.close()
+    got = retrieve(dataset, None, teacher, frames, action_dim, k=k, allow_fewer=True)
+    tasks = {t: n for (_, t), n in got.by_task.items()}
+    return {"retrieval_k": len(got.indices), "retrieval_purity": tasks.get(task, 0) / max(len(got.indices), 1),
+            "retrieval_others": {t: n for t, n in sorted(tasks.items(), key=lambda kv: -kv[1]) if t != task}}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.targets", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -95,6 +116,8 @@ def main(argv=None):
     p.add_argument("--random-episodes", type=int, default=20)
     p.add_argument("--bc-steps", type=int, default=1000)
     p.add_argument("--bc-episodes", type=int, default=10)
+    p.add_argument("--teacher", help="a teacher.pt: measure GSA's retrieval purity for each task")
+    p.add_argument("--k", type=int, default=10, help="trajectories retrieved (with --teacher)")
     p.add_argument("--out", default="benchmarks/results/targets.json")
     p.add_argument("--redo", action="store_true")
     args = p.parse_args(argv)
@@ -108,14 +131,17 @@ def main(argv=None):
             continue
         row = {**random_success(args.suite, task, args.random_episodes), **experts(dataset, task),
                **bc_alone(dataset, args.suite, task, args.bc_steps, args.bc_episodes)}
+        if args.teacher:
+            row.update(retrieval_purity(dataset, args.teacher, args.suite, task, args.k))
         results[key] = row
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1))
         print(json.dumps({key: row}), flush=True)
-    print(f"{'task':<28} {'random':>7} {'experts (final success by sigma)':<44} {'BC alone':>8}")
+    print(f"{'task':<28} {'random':>7} {'experts (final success by sigma)':<44} {'BC alone':>8} {'purity':>7}")
     for key, row in results.items():
         sig = " ".join(f"{s}:{v:.2f}" for s, v in row["expert_success_by_sigma"].items())
-        print(f"{key:<28} {row['random_success']:>7.2f} {sig:<44} {row.get('bc_alone_success', float('nan')):>8.2f}")
+        print(f"{key:<28} {row.get('random_success', float('nan')):>7.2f} {sig:<44} {row.get('bc_alone_success', float('nan')):>8.2f} "
+              f"{row.get('retrieval_purity', float('nan')):>7.2f}")
 
 
 if __name__ == "__main__":

@@ -182,3 +182,14 @@ def test_ivf_types_find_mostly_the_same_neighbours(data, teacher, queries):
             pq = retrieve(dataset, wm, path, queries[body], A, k=12, metric=metric, index_type="ivfpq")
             bodies = [dataset.meta[i]["embodiment"] for i in pq.indices]
             assert len(set(pq.indices.tolist())) == 12 and bodies.count(body) >= 10, pq.describe()
+
+
+def test_targets_benchmark_measures_retrieval_purity(data, teacher):
+    """benchmarks.targets --teacher: the share of retrieved trajectories that are the target task's own."""
+    from benchmarks.targets import retrieval_purity
+    out = retrieval_purity(OfflineDataset(data, max_action_dim=12), str(teacher[1]), "dmc", "walker_walk", k=6)
+    assert out["retrieval_k"] == 6
+    assert out["retrieval_purity"] == 1.0 and out["retrieval_others"] == {}  # the walker's frames, as above
+    mixed = retrieval_purity(OfflineDataset(data, max_action_dim=12), str(teacher[1]), "dmc", "walker_walk", k=18)
+    assert mixed["retrieval_k"] == 18 and set(mixed["retrieval_others"]) == {"cheetah_run"}  # more than 12 walkers
+    assert mixed["retrieval_purity"] * 18 + mixed["retrieval_others"]["cheetah_run"] == pytest.approx(18)

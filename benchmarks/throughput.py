@@ -1,14 +1,17 @@
 """Throughput of the DreamerV3 core and the env workers.
 
-    python -m benchmarks.throughput [--sizes tiny small] [--device auto] [--bf16] [--compile] [--run-frames 4000]
+    python -m benchmarks.throughput [--sizes tiny small] [--device auto] [--bf16] [--compile]
+        [--update eager compile-step graphs] [--run-frames 4000]
 
-Measures world-model + actor-critic updates/s at batch B x T (default 16 x 64), imagination
-latent steps/s (N starts x horizon, no grad), DMC env steps/s with rendering for 1 and 2
-workers, and (--run-frames N > 0) a short real run of the quick default (`python -m transfer.run preset=quick`,
-N frames, --run-overrides appended): its wall time, where it went (world model, actor-critic, acting,
-env waiting, batch sampling, evaluation, checkpoints, other: the loop's perf/time_* shares) and the peak
-resident memory of the main process and of the largest env worker. Prints a table and writes JSON to benchmarks/results/. The allocator settings in force
-are part of the result (the script re-execs itself with tuned glibc malloc unless told not to).
+Measures world-model + actor-critic updates/s and ms/update at batch B x T (default 16 x 64), the update run
+eagerly, as torch.compile of the whole train_step, or as one CUDA graph (core/graphs.py, CUDA only);
+imagination latent steps/s (N starts x horizon, no grad); DMC env steps/s with rendering for 1 and 2 workers;
+and (--run-frames N > 0) a short real run of the quick default (`python -m transfer.run preset=quick`, N frames,
+--run-overrides appended): its wall time, where it went (world model, actor-critic, acting, env waiting, batch
+sampling, evaluation, checkpoints, other: the loop's perf/time_* shares) and the peak resident memory of the
+main process and of the largest env worker. Prints tables and writes JSON to benchmarks/results/. The
+allocator settings in force are part of the result (the script re-execs itself with tuned glibc malloc unless
+told not to).
 """
 from __future__ import annotations
 
@@ -43,7 +46,17 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def bench_updates(size, device, b, t, bf16, compile_, repeats):
+def update_fn(agent, batch, how: str):
+    """agent.train_step as benchmarked: eager, torch.compile of the whole update, or a CUDA graph of it."""
+    if how == "compile-step":
+        return torch.compile(agent.train_step)
+    if how == "graphs":
+        from core.graphs import GraphedTrainStep
+        return GraphedTrainStep(agent, {k: v.to(agent.device) for k, v in batch.items()})
+    return agent.train_step
+
+
+def bench_updates(size, device, b, t, bf16, compile_, repeats, how="eager"):
     cfg = config(size, bf16, compile_)
     mask = np.zeros(A, np.float32)
     mask[:6] = 1
@@ -52,12 +65,15 @@ def bench_updates(size, device, b, t, bf16, compile_, repeats):
                  action=torch.rand(b, t, A) * torch.as_tensor(mask), reward=torch.rand(b, t),
                  is_first=torch.zeros(b, t, dtype=torch.bool), is_terminal=torch.zeros(b, t, dtype=torch.bool))
     batch["is_first"][:, 0] = True
-    for _ in range(2 if compile_ else 1):  # warm-up (and compilation)
-        agent.train_step(batch)
+    step = update_fn(agent, batch, how)
+    if how == "graphs":
+        batch = {k: v.to(device) for k, v in batch.items()}  # a loader would hand device batches to the graph
+    for _ in range(2 if compile_ or how != "eager" else 1):  # warm-up (and compilation)
+        step(batch)
     sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
-        agent.train_step(batch)
+        step(batch)
     sync(device)
     update_s = (time.perf_counter() - start) / repeats
 
@@ -73,7 +89,8 @@ def bench_updates(size, device, b, t, bf16, compile_, repeats):
         sync(device)
     imag_s = (time.perf_counter() - start) / repeats
     params = sum(p.numel() for p in agent.wm.pretrained_modules().parameters())
-    return dict(size=size, wm_params_m=round(params / 1e6, 2), updates_per_s=1 / update_s,
+    return dict(size=size, update=how, wm_params_m=round(params / 1e6, 2), updates_per_s=1 / update_s,
+                ms_per_update=1000 * update_s,
                 seconds_per_update=update_s, imagination_steps_per_s=n * horizon / imag_s)
 
 
@@ -111,7 +128,9 @@ def main():
     p.add_argument("--batch", type=int, nargs=2, default=[16, 64], metavar=("B", "T"))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--bf16", action="store_true")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", action="store_true", help="model.compile: the encoder, decoder, GRU and actor")
+    p.add_argument("--update", nargs="+", default=["eager"], choices=["eager", "compile-step", "graphs"],
+                   help="how the whole update runs: eager, torch.compile of train_step, a CUDA graph (core/graphs.py)")
     p.add_argument("--env-task", default="walker_walk")
     p.add_argument("--env-steps", type=int, default=300)
     p.add_argument("--no-envs", action="store_true")
@@ -120,7 +139,8 @@ def main():
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args()
     device = resolve_device(args.device)
-    models = [bench_updates(s, device, *args.batch, args.bf16, args.compile, args.repeats) for s in args.sizes]
+    models = [bench_updates(s, device, *args.batch, args.bf16, args.compile, args.repeats, how)
+              for s in args.sizes for how in args.update]
     envs = [] if args.no_envs else [bench_envs("dmc", args.env_task, w, args.env_steps) for w in (1, 2)]
     run = bench_run(args.run_frames, args.device, args.bf16, args.run_overrides) if args.run_frames > 0 else None
     meta = dict(device=str(device), gpu=torch.cuda.get_device_name() if device.type == "cuda" else None,
@@ -128,9 +148,9 @@ def main():
                 compile=args.compile, batch=args.batch, allocator=allocator_settings(), host=platform.node())
     print(f"\ndevice={meta['device']} gpu={meta['gpu']} threads={meta['cpu_threads']} bf16={args.bf16} "
           f"compile={args.compile} batch={args.batch[0]}x{args.batch[1]} allocator={meta['allocator']}")
-    print(f"{'model':<8}{'WM params':>11}{'updates/s':>12}{'s/update':>10}{'imagination steps/s':>22}")
+    print(f"{'model':<8}{'update':<14}{'WM params':>11}{'updates/s':>12}{'ms/update':>11}{'imagination steps/s':>22}")
     for m in models:
-        print(f"{m['size']:<8}{m['wm_params_m']:>10}M{m['updates_per_s']:>12.3f}{m['seconds_per_update']:>10.2f}"
+        print(f"{m['size']:<8}{m['update']:<14}{m['wm_params_m']:>10}M{m['updates_per_s']:>12.3f}{m['ms_per_update']:>11.1f}"
               f"{m['imagination_steps_per_s']:>22,.0f}")
     if envs:
         print()
@@ -140,6 +160,7 @@ def main():
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = f"{device.type}{'-bf16' if args.bf16 else ''}{'-compile' if args.compile else ''}"
+    tag += "".join(f"-{how}" for how in args.update if how != "eager")
     path = out / f"throughput-{tag}.json"
     path.write_text(json.dumps(dict(meta=meta, models=models, envs=envs, run=run), indent=2))
     print(f"\nwrote {path}")

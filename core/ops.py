@@ -66,7 +66,8 @@ class ReturnNorm(nn.Module):
 
     def __init__(self, decay: float = 0.99, low: float = 0.05, high: float = 0.95):
         super().__init__()
-        self.decay, self.q = decay, (low, high)
+        self.decay = decay
+        self.register_buffer("q", torch.tensor([low, high]), persistent=False)  # on the device: no copy per update
         self.register_buffer("lo", torch.zeros(()))
         self.register_buffer("hi", torch.zeros(()))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
@@ -76,7 +77,7 @@ class ReturnNorm(nn.Module):
         flat = ret.detach().float().flatten()
         if flat.numel() > 1_000_000:  # torch.quantile limit; a random subset is plenty
             flat = flat[torch.randint(0, flat.numel(), (1_000_000,), device=flat.device)]
-        lo, hi = torch.quantile(flat, torch.tensor(self.q, device=flat.device))
+        lo, hi = torch.quantile(flat, self.q)
         d = torch.where(self.initialised, self.decay, 0.0)
         self.lo.copy_(d * self.lo + (1 - d) * lo)
         self.hi.copy_(d * self.hi + (1 - d) * hi)

@@ -56,6 +56,18 @@ class Optimizer:
         self.opt.zero_grad(set_to_none=True)
         return norm
 
+    def make_capturable(self):
+        """Let a CUDA graph capture step() (core/graphs.py): Adam's step counts become device tensors, so the
+        bias correction is computed on the device at every replay instead of baked in at capture."""
+        if not isinstance(self.opt, torch.optim.Adam):
+            raise ValueError(f"CUDA graphs need optimizer name=adam (capturable); {type(self.opt).__name__} keeps "
+                             f"its step count on the host")
+        for group in self.opt.param_groups:
+            group["capturable"] = True
+        for p, state in self.opt.state.items():
+            if "step" in state:
+                state["step"] = torch.as_tensor(state["step"], dtype=torch.float32, device=p.device)
+
     def state_dict(self):
         return self.opt.state_dict()
 

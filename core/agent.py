@@ -9,6 +9,10 @@ Extension seams used by other packages (student/, teacher/) without touching the
 - ``acting_observers``: callables run on every acting step (e.g. a frozen teacher filtering the same
   observations); what they return is carried in the per-env state.
 - ``set_actor_input(provider)``: extra actor input features (Vid2Act's action-replay features).
+- ``actor_update_hooks``: objects with ``before()`` (the actor's gradients are ready, before clipping and the
+  step) and ``after()`` (after the step), e.g. PackNet keeping earlier tasks' weights fixed.
+- ``attach_actor(name, module)``: a module without parameters (e.g. PackNet's owner maps) kept with the
+  actor in checkpoints (and carried with it by init.keep=[actor]).
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ class Agent(nn.Module):
         self.loss_terms: list = []
         # (x preprocessed obs, is_first (N,), previous state, new latent) -> {name: (N, ...)} kept in the state
         self.acting_observers: list = []
+        self.actor_update_hooks: list = []  # .before() / .after() around each actor optimiser step
         self.updates = 0
         self.stopwatch = None  # a core.runtime.Stopwatch (set by the loop): world_model / actor_critic wall time
         if cfg.compile:
@@ -59,8 +64,20 @@ class Agent(nn.Module):
         policy()); the actor and its optimiser are rebuilt, so call before training starts."""
         if self.updates:
             raise RuntimeError("set_actor_input after training started would discard the trained actor")
+        attached = [name for name, _ in self.ac.actor.named_children() if name != "net"]
+        if attached:
+            raise RuntimeError(f"set_actor_input would drop the modules attached to the actor ({attached}); "
+                               f"attach them after it (list their component after action_replay)")
         self.ac.set_actor_input(provider, self.wm.rssm.feat_dim)
         self.actor_opt = Optimizer(self.ac.actor.parameters(), self.cfg.actor_opt)
+
+    def attach_actor(self, name: str, module: nn.Module) -> nn.Module:
+        """Register `module` (buffers only: the actor's optimiser is not rebuilt) under the actor, so that
+        checkpoints keep it and init.keep=[actor] carries it with the actor's weights."""
+        if any(True for _ in module.parameters()):
+            raise ValueError(f"attach_actor({name!r}): the module has parameters, which no optimiser would train")
+        self.ac.actor.add_module(name, module.to(self.device))
+        return module
 
     # ---- acting ------------------------------------------------------------------------------
     def initial_state(self, n: int) -> dict:
@@ -114,14 +131,19 @@ class Agent(nn.Module):
             self.actor_opt.opt.zero_grad(set_to_none=True)
             self.critic_opt.opt.zero_grad(set_to_none=True)
             ac_loss.backward()
+            for hook in self.actor_update_hooks:
+                hook.before()
             metrics["actor_grad_norm"] = self.actor_opt.apply()
+            for hook in self.actor_update_hooks:
+                hook.after()
             metrics["critic_grad_norm"] = self.critic_opt.apply()
             self.ac.update_slow()
         self.updates += 1
         metrics.update(ac_metrics)
         metrics.update({f"loss_{k}": v.mean().detach() for k, v in losses.items()})
         metrics["wm_loss"] = wm_loss.detach()
-        return {k: torch.as_tensor(v, device=self.device).detach().float().reshape(()) for k, v in metrics.items()}
+        # every metric is already a device tensor: no host copy or sync here (CUDA graphs capture this, core/graphs.py)
+        return {k: v.detach().float().reshape(()) for k, v in metrics.items()}
 
     # ---- persistence -------------------------------------------------------------------------
     def full_state(self) -> dict:

@@ -12,7 +12,8 @@ import numpy as np
 
 def mix(online: dict, offline: dict) -> dict:
     """online: Replay.sample (B_on, T, ...); offline: OfflineDataset.sample (B_off, T, ...), actions
-    padded to the same A. Returns {key: (B_on + B_off, T, ...)} with reward_mask 1 online, 0 offline."""
+    padded to the same A. Returns {key: (B_on + B_off, T, ...)} with reward_mask 0 offline and, online, the
+    replay's own (0 on steps adopted from an earlier task's run, core/replay.py), else 1."""
     b_on, b_off = len(online["image"]), len(offline["image"])
     t = online["image"].shape[1]
     if offline["image"].shape[1:] != online["image"].shape[1:]:
@@ -23,7 +24,8 @@ def mix(online: dict, offline: dict) -> dict:
     off = dict(image=offline["image"], action=offline["action"], reward=np.zeros((b_off, t), np.float32),
                is_first=offline["is_first"], is_last=np.zeros((b_off, t), bool), is_terminal=offline["is_terminal"])
     out = {k: np.concatenate([online[k], off[k]]) for k in off}
-    out["reward_mask"] = np.concatenate([np.ones((b_on, t), np.float32), np.zeros((b_off, t), np.float32)])
+    online_mask = online.get("reward_mask", np.ones((b_on, t), np.float32))  # (B_on, T)
+    out["reward_mask"] = np.concatenate([online_mask, np.zeros((b_off, t), np.float32)])
     return out
 
 
@@ -45,7 +47,7 @@ class Rehearsal:
         b_on, b_off = self.split(batch)
         online = self.replay.sample(b_on, length)
         if not b_off:
-            return {**online, "reward_mask": np.ones(online["reward"].shape, np.float32)}
+            return {"reward_mask": np.ones(online["reward"].shape, np.float32), **online}
         return mix(online, self.offline.sample(b_off, length, self.rng))
 
 

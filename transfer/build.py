@@ -5,6 +5,14 @@ when absent) or `drqv2` (core.drqv2.DrQV2Agent, model-free); the loop runs eithe
 `transfer.loop` imports nothing from `teacher/` or `student/`; this module and the components registry
 (transfer/components.py) do.
 
+A new run can start from an earlier run's final state (`init.*` in configs/config.yaml; transfer.continual starts
+task i from task i-1): while run_dir has no checkpoint of its own, the parts listed in init.keep (wm, actor,
+critic: see INIT_PARTS) are loaded from init.checkpoint after the components attached (so what they add to the
+agent, e.g. PackNet's owner maps on the actor, is loaded with its part), the others keep their fresh
+initialisation (a teacher's weights included), the optimisers start with empty state, and init.replay=true makes
+that run's replay files part of this run's replay (core.replay.Replay.adopt: sampled, rewards masked out, kept
+on resume). A resumed run loads its own checkpoint and ignores init.
+
     trainer = build_trainer(cfg, run_dir)   # a run directory with a checkpoint resumes from it
 """
 from __future__ import annotations
@@ -17,6 +25,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from core import checkpoint
 from core.agent import Agent
 from core.drqv2 import DrQV2Agent
 from core.replay import Replay
@@ -28,6 +37,8 @@ from transfer.components import active
 from transfer.loop import Parts, Trainer
 
 log = logging.getLogger(__name__)
+# init.keep parts -> the agent's state_dict key prefixes (critic: the slow copy and the return scale go with it)
+INIT_PARTS = {"wm": ("wm.",), "actor": ("ac.actor.",), "critic": ("ac.critic.", "ac.slow_critic.", "ac.retnorm.")}
 AGENTS = {"dreamer": lambda image, mask, cfg, device: Agent({"image": image}, mask, cfg.model, device),
           "drqv2": lambda image, mask, cfg, device: DrQV2Agent(image, mask, cfg.method.drqv2, device)}
 
@@ -64,6 +75,45 @@ def resolve_teacher(cfg) -> dict | None:
     return info
 
 
+def init_state(cfg, run_dir, kind: str) -> dict | None:
+    """init.* checked before anything starts; the checkpoint this run starts from (loaded), or None when
+    init.checkpoint is unset or run_dir holds a checkpoint of its own (the resume loads that instead)."""
+    init = cfg.get("init") or {}
+    if not init.get("checkpoint"):
+        return None
+    unknown = [part for part in init.get("keep") or [] if part not in INIT_PARTS]
+    if unknown:
+        raise ValueError(f"init.keep: unknown part {unknown[0]!r}; use some of {', '.join(INIT_PARTS)}")
+    if (pathlib.Path(run_dir) / "checkpoint.pt").exists():
+        return None
+    if kind != "dreamer":
+        raise ValueError(f"init.checkpoint loads parts of a DreamerV3 agent; method.agent={kind} has other parts")
+    path = pathlib.Path(init.checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"init.checkpoint={path}: no such file; give the checkpoint.pt of an earlier run")
+    return checkpoint.load(path)
+
+
+def load_init(trainer: Trainer, state: dict, init) -> None:
+    """The init.keep parts of the checkpoint's agent weights into the new run's agent (in place, so the
+    optimisers keep their empty state) and, with init.replay, its replay files into the new run's replay."""
+    own, saved = trainer.agent.state_dict(), state["agent"]["model"]
+    keys = []
+    for part in init.keep:
+        mine = {k for k in own if k.startswith(INIT_PARTS[part])}
+        theirs = {k for k in saved if k.startswith(INIT_PARTS[part])}
+        odd = sorted(mine ^ theirs) + sorted(k for k in mine & theirs if own[k].shape != saved[k].shape)
+        if odd:
+            raise ValueError(f"init.checkpoint={init.checkpoint}: its {part} does not fit this run's ({odd[0]!r} "
+                             f"differs); start from a run of the same method and model size")
+        keys += sorted(mine)
+    trainer.agent.load_state_dict({k: saved[k] for k in keys}, strict=False)
+    if init.replay:
+        trainer.replay.adopt(pathlib.Path(init.checkpoint).parent / "replay", state["replay_files"])
+    log.info("started from %s: %s loaded%s", init.checkpoint, ", ".join(init.keep) or "no weights",
+             f", its {len(trainer.replay)} replay steps adopted" if init.replay else "")
+
+
 def build_trainer(cfg, run_dir) -> Trainer:
     """A Trainer for cfg in run_dir with the method's parts: components (checked by name and order before
     anything starts), teacher, env workers, the agent (for methods that fine-tune it, the teacher's weights
@@ -72,6 +122,7 @@ def build_trainer(cfg, run_dir) -> Trainer:
     Trainer.check(cfg)
     kind = agent_kind(cfg)
     components = [attach for _, attach in active(cfg.method)]  # unknown names or a wrong order fail here
+    init = init_state(cfg, run_dir, kind)  # a missing init checkpoint fails here
     teacher = resolve_teacher(cfg)  # before any worker starts: a bad teacher fails fast
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -92,6 +143,12 @@ def build_trainer(cfg, run_dir) -> Trainer:
         parts = Parts(device, envs, env_fns(env_cfg, cfg.task, cfg.seed + 10_000, cfg.max_action_dim, t.eval_envs),
                       agent, replay, teacher, components)
         trainer = Trainer(cfg, run_dir, parts)
+        if init is not None:
+            try:
+                load_init(trainer, init, cfg.init)
+            except BaseException:
+                trainer.logger.close()
+                raise
         if hasattr(agent, "clock"):  # DrQ-v2's exploration std follows the loop's env step (restored on resume)
             agent.clock = lambda: trainer.step
         return trainer

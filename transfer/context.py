@@ -44,7 +44,8 @@ class Context:
     teacher: dict | None       # the teacher file's info (teacher.model.read_teacher), None without one
     resuming: bool             # the run dir holds a checkpoint: the Trainer restores state after attaching
     num_envs: int              # training envs acting in parallel (N)
-    agent: Agent               # its seams: loss_terms, acting_observers, set_actor_input, attach, wm, ac, act_dim
+    agent: Agent               # its seams: loss_terms, acting_observers, set_actor_input, attach, attach_actor,
+                               # actor_update_hooks, wm, ac, act_dim
     replay: Replay             # the online replay (parts that sample online data read it)
     artifacts: dict            # {name: what an earlier part provides} (transfer/components.py)
     rng: Callable[[str, int], np.random.Generator]   # (name, seed) -> a stream the Trainer saves and restores

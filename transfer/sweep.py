@@ -110,22 +110,28 @@ def check_overrides(overrides: list[str], where: str):
                              f"(tasks: / --tasks, seeds:, --root)")
 
 
-def load_sweep(path, tasks=None, set_vars=(), seeds_scale: float = 1.0, extra=(), only=None) -> dict:
-    """The sweep file, checked, with --tasks / --methods / --set / --seeds-scale applied and variables substituted:
-    {name, tasks, methods: {label: {seeds, overrides (common + own + extra)}}}."""
-    path = pathlib.Path(path)
+def read_spec(path: pathlib.Path, keys: set, set_vars=()) -> tuple[dict, dict]:
+    """A sweep-like YAML file (a mapping with only `keys`) and its vars with --set NAME=VALUE applied."""
     spec = yaml.safe_load(path.read_text()) or {}
     if not isinstance(spec, dict):
-        raise ValueError(f"{path}: expected a mapping with name, tasks, common, methods, vars")
-    unknown = set(spec) - SWEEP_KEYS
+        raise ValueError(f"{path}: expected a mapping with {sorted(keys)}")
+    unknown = set(spec) - keys
     if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; a sweep file has {sorted(SWEEP_KEYS)}")
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; this file has {sorted(keys)}")
     variables = dict(spec.get("vars") or {})
     for item in set_vars:
         if "=" not in item:
             raise ValueError(f"--set {item}: expected NAME=VALUE")
         name, value = item.split("=", 1)
         variables[name] = value
+    return spec, variables
+
+
+def load_sweep(path, tasks=None, set_vars=(), seeds_scale: float = 1.0, extra=(), only=None) -> dict:
+    """The sweep file, checked, with --tasks / --methods / --set / --seeds-scale applied and variables substituted:
+    {name, tasks, methods: {label: {seeds, overrides (common + own + extra)}}}."""
+    path = pathlib.Path(path)
+    spec, variables = read_spec(path, SWEEP_KEYS, set_vars)
     tasks = list(tasks or spec.get("tasks") or [])
     if not tasks:
         raise ValueError(f"{path}: no tasks; list them under tasks: or pass --tasks")

@@ -7,6 +7,9 @@ after `python -m transfer.diagnose`, diagnostics.json). A run archive (`*.jsonl.
     {"method": {...the method config...}, "suite": "metaworld",
      "task": "drawer-open", "seed": 0, "rows": [...every metrics.jsonl row...], "diagnostics": {...} | null}
 
+(plus "init": {...} for a run that started from another run's state: transfer.continual's later tasks, labelled
+e.g. "dreamer packnet init=wm+actor")
+
 so results kept in the repository need no Hydra dumps, checkpoints or duplicates; a report built from
 the archive equals the one built from the run directories.
 """
@@ -41,6 +44,7 @@ class Run:
     method_config: dict = field(default_factory=dict, repr=False)
     diagnostics: dict | None = field(default=None, repr=False)
     note: str | None = None  # why an existing diagnostics.json was left out
+    init: dict | None = field(default=None, repr=False)  # the run's init.* when it started from another run
 
     @property
     def name(self) -> str:
@@ -77,8 +81,9 @@ def read_run(run_dir: pathlib.Path) -> Run:
         if isinstance(row, dict) and "step" in row:
             rows.append(row)
     method = cfg.get("method") or {}
-    return Run(run_dir, method_label(method), str((cfg.get("env") or {}).get("suite", "?")), str(cfg.get("task", "?")),
-               int(cfg.get("seed", 0)), rows, method, diagnostics, note)
+    init = cfg.get("init") if (cfg.get("init") or {}).get("checkpoint") else None
+    return Run(run_dir, method_label(method) + init_label(init), str((cfg.get("env") or {}).get("suite", "?")),
+               str(cfg.get("task", "?")), int(cfg.get("seed", 0)), rows, method, diagnostics, note, init)
 
 
 # (key path in the method config, the value that marks an ablation, suffix in the method label)
@@ -119,7 +124,8 @@ SWITCHES = [("rehearsal", True, _flag("rehearsal", "no-rehearsal"), None),
             ("prior", None, lambda v: f"{v}-prior", None),
             ("distill.alpha", 1.0, lambda v: f"alpha={float(v):g}", _distilling),
             ("distill.residual", False, _flag("residual-distiller", "plain-distiller"), _distilling),
-            ("action_replay.pretrain_steps", 0, lambda v: "pretrained-vae" if v else "untrained-prior", _vae_used)]
+            ("action_replay.pretrain_steps", 0, lambda v: "pretrained-vae" if v else "untrained-prior", _vae_used),
+            ("packnet.enabled", False, _flag("packnet", "no-packnet"), None)]
 
 
 @functools.lru_cache(maxsize=None)
@@ -155,6 +161,15 @@ def method_label(method: dict) -> str:
         if label(value) != label(default):  # compared as labels: 500 and 2000 VAE updates are both "pretrained"
             parts.append(label(value))
     return " ".join([name, *dict.fromkeys(parts)])
+
+
+def init_label(init: dict | None) -> str:
+    """The label suffix of a run that started from another run's state (transfer.continual's tasks after the
+    first): " init=" and the parts it kept, e.g. " init=wm+actor+critic+replay"; "" for a run from scratch."""
+    if not init or not init.get("checkpoint"):
+        return ""
+    parts = list(init.get("keep") or []) + (["replay"] if init.get("replay") else [])
+    return " init=" + ("+".join(parts) or "none")
 
 
 def align(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -208,7 +223,8 @@ def write_archive(runs: list[Run], path) -> pathlib.Path:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps({"method": r.method_config, "suite": r.suite, "task": r.task, "seed": r.seed,
-                         "rows": r.rows, "diagnostics": r.diagnostics}) for r in runs]
+                         "rows": r.rows, "diagnostics": r.diagnostics, **({"init": r.init} if r.init else {})})
+             for r in runs]
     with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:  # same runs, same bytes
         f.write(("\n".join(lines) + "\n").encode())
     return path
@@ -229,8 +245,10 @@ def read_archive(path) -> list[Run]:
         try:
             r = json.loads(line)
             method = r["method"] or {}
-            run = Run(path, method_label(method), str(r["suite"]), str(r["task"]), int(r["seed"]), list(r["rows"]),
-                      method, diag.upgrade(r["diagnostics"]) if isinstance(r.get("diagnostics"), dict) else None)
+            run = Run(path, method_label(method) + init_label(r.get("init")), str(r["suite"]), str(r["task"]),
+                      int(r["seed"]), list(r["rows"]), method,
+                      diag.upgrade(r["diagnostics"]) if isinstance(r.get("diagnostics"), dict) else None,
+                      init=r.get("init"))
             run.path = path / run.name
             runs.append(run)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:

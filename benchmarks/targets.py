@@ -71,7 +71,7 @@ def policy_alone(policy, suite: str, task: str, episodes: int, seed: int = 0, **
     s = summarize(finished, "")
     return {"bc_alone_success": s["success_final"], "bc_alone_success_any": s["success"],
             "bc_alone_return": s["return"], "bc_alone_episodes": s["episodes"],
-            "bc_alone_guided": guide.guided_steps / max(guide.steps, 1)}
+            "bc_alone_guided": float(guide.guided_steps / max(guide.steps, 1))}
 
 
 def bc_alone(dataset, suite: str, task: str, steps: int, episodes: int, seed: int = 0) -> dict:

@@ -161,6 +161,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     tag = f"{device.type}{'-bf16' if args.bf16 else ''}{'-compile' if args.compile else ''}"
     tag += "".join(f"-{how}" for how in args.update if how != "eager")
+    if args.batch != [16, 64]:
+        tag += f"-b{args.batch[0]}x{args.batch[1]}"  # the 16 x 64 results keep their file
     path = out / f"throughput-{tag}.json"
     path.write_text(json.dumps(dict(meta=meta, models=models, envs=envs, run=run), indent=2))
     print(f"\nwrote {path}")

@@ -93,14 +93,11 @@ def bc_alone(dataset, suite: str, task: str, steps: int, episodes: int, seed: in
 
 def retrieval_purity(dataset, teacher: str, suite: str, task: str, k: int, queries: int = 10, seed: int = 0) -> dict:
     """Which trajectories GSA's first-frame retrieval brings for `task` (reset seeds as in student.gsa)."""
-    from envs import make_env
+    from envs.list import registry
+    from student.gsa import query_frames
     from student.retrieval import retrieve
-    env = make_env(suite_config(suite), task, seed + 50_000, A)
-    try:
-        frames = np.stack([env.reset()["image"] for _ in range(queries)])  # (Q, R, R, 3)
-        action_dim = env.spec.native_action_dim
-    finally:
-        env.close()
+    frames = query_frames(suite_config(suite), task, seed, A, queries)  # (Q, R, R, 3)
+    action_dim = next(t.native_action_dim for t in registry([suite]) if t.task == task)
     got = retrieve(dataset, None, teacher, frames, action_dim, k=k, allow_fewer=True)
     tasks = {t: n for (_, t), n in got.by_task.items()}
     return {"retrieval_k": len(got.indices), "retrieval_purity": tasks.get(task, 0) / max(len(got.indices), 1),

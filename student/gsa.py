@@ -39,15 +39,20 @@ class Retrieved:
         return self.dataset.subset(self.indices)
 
 
-def reset_frames(ctx, count: int) -> np.ndarray:
-    """(Q, R, R, 3) uint8 reset observations of the target task (seeds distinct from training).
-    ctx: transfer's Context."""
-    run = ctx.run
-    env = make_env(run.env, run.task, run.seed + 50_000, run.max_action_dim)
+def query_frames(env_cfg: dict, task: str, seed: int, max_action_dim: int, count: int) -> np.ndarray:
+    """(Q, R, R, 3) uint8 reset observations of `task`, GSA's retrieval queries, from a fresh env on seed
+    `seed` + 50,000 (distinct from training's); benchmarks.targets measures retrieval with the same frames."""
+    env = make_env(env_cfg, task, seed + 50_000, max_action_dim)
     try:
         return np.stack([env.reset()["image"] for _ in range(count)])
     finally:
         env.close()
+
+
+def reset_frames(ctx, count: int) -> np.ndarray:
+    """The run's query frames (query_frames of its task and seed). ctx: transfer's Context."""
+    run = ctx.run
+    return query_frames(run.env, run.task, run.seed, run.max_action_dim, count)
 
 
 def retrieved_indices(ctx, dataset: OfflineDataset) -> list[int]:

@@ -46,7 +46,8 @@ import time
 
 import yaml
 
-from transfer.sweep import LABEL, Job, execute, finished, minutes, read_spec, say, substitute
+from transfer.sweep import (LABEL, Job, execute, finished, minutes, read_spec, say, split_overrides,
+                            substitute)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 KEYS = {"name", "tasks", "seeds", "eval_episodes", "common", "variants", "vars"}
@@ -242,9 +243,7 @@ def after_task(seq: dict, job: Job, index: int):
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    argv, extra = split_overrides(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m transfer.continual", description=__doc__.split("\n\n")[0],
                                      epilog="Everything after -- is passed to every run as Hydra overrides.")
     parser.add_argument("sequence", help="sequence file (see configs/continual/)")

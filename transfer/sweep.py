@@ -110,6 +110,15 @@ def check_overrides(overrides: list[str], where: str):
                              f"(tasks: / --tasks, seeds:, --root)")
 
 
+def split_overrides(argv) -> tuple[list[str], list[str]]:
+    """Command-line arguments -> (the driver's own, the Hydra overrides after `--` for every run)."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
+
+
 def read_spec(path: pathlib.Path, keys: set, set_vars=()) -> tuple[dict, dict]:
     """A sweep-like YAML file (a mapping with only `keys`) and its vars with --set NAME=VALUE applied."""
     spec = yaml.safe_load(path.read_text()) or {}
@@ -292,9 +301,7 @@ def write_report(base: pathlib.Path, out, metric: str, jobs: list[Job]) -> bool:
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    argv, extra = split_overrides(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m transfer.sweep", description=__doc__.split("\n\n")[0],
                                      epilog="Everything after -- is passed to every run as Hydra overrides.")
     parser.add_argument("sweep", help="sweep file (see configs/sweep/)")

@@ -208,9 +208,22 @@ def check_task(task: str) -> None:
     resolve_task(task)
 
 
+OPTIONS = ("action_repeat", "image_size", "episode_frames", "camera", "convention")  # the env config keys read
+
+
+def check_options(env_cfg: dict) -> None:
+    """ValueError for an unknown convention or a camera that is not an index; no simulator starts."""
+    convention, camera = env_cfg.get("convention"), env_cfg.get("camera")
+    if convention is not None and convention not in CONVENTIONS:
+        raise ValueError(f"unknown DMC convention {convention!r}.{did_you_mean(convention, CONVENTIONS)} "
+                         f"Use one of {', '.join(CONVENTIONS)}")
+    if camera is not None and (isinstance(camera, bool) or not isinstance(camera, int) or camera < 0):
+        raise ValueError(f"env.camera must be a camera index >= 0 (or null: 2 for quadruped, 0 otherwise); "
+                         f"got {camera!r}")
+
+
 def make(env_cfg: dict, task: str, seed: int, max_action_dim: int) -> DMCEnv:
-    keys = ("action_repeat", "image_size", "episode_frames", "camera", "convention")
-    return DMCEnv(task, seed, max_action_dim, **{k: env_cfg[k] for k in keys if env_cfg.get(k) is not None})
+    return DMCEnv(task, seed, max_action_dim, **{k: env_cfg[k] for k in OPTIONS if env_cfg.get(k) is not None})
 
 
 # Native action dims of the embodiments in the registry.

@@ -41,6 +41,8 @@ CAMERA_POS = {"corner2": (0.75, 0.075, 0.7)}
 # Cameras whose up axis points down in the world (they render upside down): flipped vertically,
 # exactly as GSA does (image[::-1]), so our frames match GSA-style offline data.
 FLIPPED_CAMERAS = ("corner", "corner2", "corner3", "corner4")
+# The cameras of every Meta-World v3 scene (the same 7 in each task's model).
+CAMERAS = ("corner2", "corner", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
 
 
 def parse_task(name: str) -> str:
@@ -90,8 +92,7 @@ class MetaWorldEnv:
         sim.max_path_length = max(sim.max_path_length, episode_frames)
         cam_id = mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
         if cam_id < 0:
-            raise ValueError(f"unknown Meta-World camera {camera!r}; use e.g. corner2, corner, "
-                             "corner3, corner4, topview, behindGripper, gripperPOV")
+            raise ValueError(f"unknown Meta-World camera {camera!r}; use one of {', '.join(CAMERAS)}")
         if camera in CAMERA_POS:
             sim.model.cam_pos[cam_id] = CAMERA_POS[camera]
         if fast_render:
@@ -166,10 +167,17 @@ def check_task(task: str) -> None:
     parse_task(task)
 
 
+def check_options(env_cfg: dict) -> None:
+    """ValueError for a camera the scenes do not have; no simulator starts."""
+    camera = env_cfg.get("camera")
+    if camera is not None and camera not in CAMERAS:
+        raise ValueError(f"unknown Meta-World camera {camera!r}.{did_you_mean(camera, CAMERAS)} "
+                         f"Cameras: {', '.join(CAMERAS)}")
+
+
 def make(env_cfg: dict, task: str, seed: int, max_action_dim: int) -> MetaWorldEnv:
-    keys = ("action_repeat", "image_size", "episode_frames", "camera")
     return MetaWorldEnv(task, seed, max_action_dim,
-                        **{k: env_cfg[k] for k in keys if env_cfg.get(k) is not None})
+                        **{k: env_cfg[k] for k in DEFAULTS if env_cfg.get(k) is not None})
 
 
 def tasks(env_cfg: dict) -> list[TaskInfo]:

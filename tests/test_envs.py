@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, check_padding_ignored
 
-from envs import env_fns, make_env
+from envs import check_options, env_fns, make_env
 from envs.dmc import DMCEnv, parse_task
 from envs.workers import EnvPool
 
@@ -163,6 +163,28 @@ def test_a_typod_task_fails_in_the_parent_with_a_suggestion(suite, task, message
     with pytest.raises(ValueError, match=message) as err:
         env_fns(dict(suite=suite), task, 0, A, count=1)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("cfg, task, message", [
+    (dict(suite="metaworld", camra="corner2"), "reach", "unknown env option 'camra' for the metaworld suite. Did you mean 'camera'"),
+    (dict(suite="metaworld", camera="cornr2"), "reach", "unknown Meta-World camera 'cornr2'. Did you mean 'corner2'"),
+    (dict(suite="dmc", convention="gs"), "walker_walk", "unknown DMC convention 'gs'. Did you mean 'gsa'"),
+    (dict(suite="dmc", camera="top"), "walker_walk", "env.camera must be a camera index"),
+    (dict(suite="driving", image_size=0), "highway", "env.image_size must be an integer >= 1; got 0"),
+    (dict(suite="carla", prot=2000), "town04", "unknown env option 'prot' for the carla suite. Did you mean 'port'"),
+    (dict(suite="metaworld"), "walker_wlk", "unknown metaworld task 'walker_wlk'. Did you mean 'walker_walk'.* with env=dmc"),
+])
+def test_a_bad_env_option_fails_in_the_parent_with_a_suggestion(cfg, task, message):
+    """Unknown option keys, bad values and a close task name of another suite: one line, before any worker."""
+    with pytest.raises(ValueError, match=message) as err:
+        env_fns(cfg, task, 0, A, count=1)
+    assert "\n" not in str(err.value)
+
+
+def test_every_shipped_env_config_passes_the_option_check():
+    from teacher.data.collect import load_env_config
+    for path in sorted((ROOT / "configs" / "env").glob("*.yaml")):
+        check_options(load_env_config(path.stem))
 
 
 def test_cli_typo_gives_one_line_and_no_traceback(tmp_path):

@@ -77,6 +77,10 @@ class _ProcessWorker:
     """One env in a spawned child process."""
 
     def __init__(self, make_fn):
+        if mp.get_start_method(allow_none=True) not in (None, *mp.get_all_start_methods()):
+            # inside a joblib/loky worker (launcher=local) the global start method is "loky", which a spawned
+            # child cannot set up again: it would die before building its env
+            mp.set_start_method("spawn", force=True)
         ctx = mp.get_context("spawn")
         self.conn, child_conn = ctx.Pipe()
         self.process = ctx.Process(target=_worker, args=(child_conn, make_fn), daemon=True)

@@ -1,6 +1,7 @@
 """Metrics to every sink at once: JSONL (always), TensorBoard (always), wandb (offline by default),
-plus a live progress bar with steps/s, ETA and the latest return; `curves` / `plot` read a run's
-metrics.jsonl back (transfer.report.plot, teacher.pretrain draw with them)."""
+plus a live progress bar with steps/s, ETA and the latest return; videos (logger.video: an mp4 file,
+also to TensorBoard and wandb, core/video.py); `curves` / `plot` read a run's metrics.jsonl back
+(transfer.report.plot, teacher.pretrain draw with them)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,8 @@ import time
 import uuid
 
 from tqdm import tqdm
+
+from core.video import save as save_video
 
 
 class Logger:
@@ -29,6 +32,7 @@ class Logger:
         self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, smoothing=0.05,
                         disable=not cfg.progress, mininterval=0.5 if interactive else 30)
         self.last_return = None
+        self.video_on = bool(cfg.get("video", False))  # callers keep no frames when false (configs before it: off)
 
     def _init_wandb(self, cfg, config_dict):
         if cfg.wandb not in ("offline", "online"):
@@ -51,6 +55,11 @@ class Logger:
                 self.tb.add_scalar(k, v, step)
         if self.wandb is not None:
             self.wandb.log(metrics, step=step)
+
+    def video(self, tag: str, path, frames, step: int) -> pathlib.Path:
+        """frames uint8 (L, h, w, 3) -> an mp4 at path, and the same clip to TensorBoard (a GIF) and wandb
+        under `tag` (core/video.py). Callers check self.video_on first."""
+        return save_video(path, frames, step, tag, self.tb, self.wandb)
 
     def progress(self, step: int, latest_return: float | None = None):
         if latest_return is not None:

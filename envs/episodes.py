@@ -31,14 +31,18 @@ class EpisodeStats:
         return done
 
 
-def run_episodes(pool, act: Callable[[list[dict]], np.ndarray], episodes: int, action_dim: int) -> list[dict]:
+def run_episodes(pool, act: Callable[[list[dict]], np.ndarray], episodes: int, action_dim: int,
+                 observe: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Step `pool` from fresh resets with act(observations) -> actions (N, A) until `episodes`
     episodes have finished; returns the first `episodes` summaries (EpisodeStats.update's dicts).
-    act also sees the reset observations (is_first), so stateful policies can start over."""
+    act also sees the reset observations (is_first), so stateful policies can start over; `observe`
+    (e.g. core.video.EpisodeRecorder) sees every list of observations, the last one included."""
     n, finished = pool.num_envs, []
     stats = EpisodeStats(n)
     obs = pool.step(np.zeros((n, action_dim), np.float32))
     while True:
+        if observe is not None:
+            observe(obs)
         finished += stats.update(obs)
         if len(finished) >= episodes:
             return finished[:episodes]

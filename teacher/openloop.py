@@ -1,5 +1,6 @@
 """Open-loop video prediction of a world model: observe `context` frames, then imagine the rest
-from the recorded actions through the prior, and save a grid (truth row above model row per sample)."""
+from the recorded actions through the prior, and save a grid (truth row above model row per sample)
+and a video (truth | prediction | error side by side over time, one row per sample)."""
 from __future__ import annotations
 
 import pathlib
@@ -56,3 +57,25 @@ def save_grid(path, truth: np.ndarray, pred: np.ndarray, context: int, samples: 
     path.parent.mkdir(parents=True, exist_ok=True)
     plt.imsave(path, grid)
     return path
+
+
+def video_frames(truth: np.ndarray, pred: np.ndarray, context: int, samples: int = 4) -> np.ndarray:
+    """predict()'s truth and prediction, uint8 (B, T, R, R, 3) -> video frames uint8 (T, n*R, 3*R, 3): per
+    frame, one row per sequence (n = min(samples, B)) of truth | prediction | error (|truth - prediction|
+    per channel); a red bar on the prediction's left edge from `context` on (imagined frames)."""
+    n, t, r = min(samples, len(truth)), truth.shape[1], truth.shape[2]
+    truth, pred = truth[:n], pred[:n].copy()  # (n, T, R, R, 3)
+    error = np.abs(truth.astype(np.int16) - pred.astype(np.int16)).astype(np.uint8)  # (n, T, R, R, 3)
+    pred[:, context:, :, :2] = (255, 0, 0)
+    panels = np.concatenate([truth, pred, error], 3)  # (n, T, R, 3R, 3)
+    return panels.transpose(1, 0, 2, 3, 4).reshape(t, n * r, 3 * r, 3)
+
+
+def save_video(path, truth: np.ndarray, pred: np.ndarray, context: int, samples: int = 4, logger=None,
+               step: int = 0, tag: str = "heldout/openloop") -> pathlib.Path:
+    """video_frames() as an mp4 at path; with a core.logger.Logger also to its TensorBoard and wandb."""
+    frames = video_frames(truth, pred, context, samples)  # (T, n*R, 3R, 3)
+    if logger is not None:
+        return logger.video(tag, path, frames, step)
+    from core.video import write_mp4
+    return write_mp4(path, frames)

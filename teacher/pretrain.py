@@ -10,8 +10,9 @@ One code path for one process and for many: under `torchrun --nproc_per_node N -
 every process samples its own batches (seed + rank; `batch_size` is per process) and DDP averages
 gradients (gloo on CPU, nccl on CUDA). Rank 0 logs (JSONL, TensorBoard, wandb), evaluates on held-out
 trajectories (reconstruction, KL, open-loop error) and saves open-loop prediction grids
-(RUN_DIR/openloop/step*.png), a resumable checkpoint (RUN_DIR/checkpoint.pt) and the teacher file
-(RUN_DIR/teacher.pt, see teacher/model.py). Rerunning with the same run_dir resumes.
+(RUN_DIR/openloop/step*.png) and videos (step*.mp4, logger.video; also to TensorBoard / wandb), a
+resumable checkpoint (RUN_DIR/checkpoint.pt) and the teacher file (RUN_DIR/teacher.pt, see teacher/model.py).
+Rerunning with the same run_dir resumes.
 """
 from __future__ import annotations
 
@@ -124,8 +125,9 @@ class Pretrainer:
 
     # ---- evaluation ------------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self) -> dict:
-        """Held-out reconstruction, KL and open-loop error on the same held-out batches every time."""
+    def evaluate(self, logger: Logger | None = None) -> dict:
+        """Held-out reconstruction, KL and open-loop error on the same held-out batches every time; the
+        first batch's open-loop grid (and video, logger.video; to TensorBoard / wandb through `logger`)."""
         c, rng = self.cfg, np.random.default_rng(12345)
         rows = []
         self.wm.eval()
@@ -141,6 +143,9 @@ class Pretrainer:
             if i == 0:
                 openloop.save_grid(self.dir / "openloop" / f"step{self.step:07d}.png", truth, pred,
                                    c.openloop.context, c.openloop.samples)
+                if c.logger.get("video", False):
+                    openloop.save_video(self.dir / "openloop" / f"step{self.step:07d}.mp4", truth, pred,
+                                        c.openloop.context, c.openloop.samples, logger, self.step)
         self.wm.train()
         return {f"heldout/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
@@ -194,7 +199,7 @@ class Pretrainer:
                                    seed=c.seed * 1000 + 100 * self.rank + self.step)
         self.last_save, window, t0, result = time.time(), [], time.time(), {}
         if main and self.step == 0 and c.eval_every:  # the untrained model's held-out losses: the curve's start
-            logger.write(0, self.evaluate())
+            logger.write(0, self.evaluate(logger))
         try:
             while self.step < c.steps:
                 window.append(self.update(next(batches)))
@@ -208,7 +213,7 @@ class Pretrainer:
                         logger.write(self.step, row)
                         window, t0 = [], time.time()
                     if self.step % c.eval_every == 0 or self.step == c.steps:
-                        result = self.evaluate()
+                        result = self.evaluate(logger)
                         logger.write(self.step, result)
                         log.info("update %d %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in result.items()))
                     if time.time() - self.last_save > 60 * c.checkpoint_minutes:

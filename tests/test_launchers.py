@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 from transfer.sweep import finished
@@ -51,3 +52,21 @@ def test_slurm_launcher_config_composes(tmp_path):
     assert "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in text
     assert "partition: gpu" in text and "timeout_min: 60" in text and "array_parallelism: 64" in text
     assert "subdir: ${abspath:${run_dir}}" in text  # every run in its own run_dir (the local test runs it)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "experiment").glob("*.yaml")), ids=lambda p: p.stem)
+def test_experiment_grids_compose(path):
+    """Every method of each paper's experiment config composes, and every task of its grid is known to its env."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from envs import check_env
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        grid = compose("config", overrides=[f"+experiment={path.stem}"], return_hydra_config=True).hydra.sweeper.params
+        assert {"method", "task", "seed"} <= set(grid) and grid.seed == "0,1,2"
+        for method in grid.method.split(","):
+            cfg = compose("config", overrides=[f"+experiment={path.stem}", f"method={method}", "teacher=/t.pt"])
+            assert cfg.method.name == method and cfg.trainer.steps >= 150000
+            env = OmegaConf.to_container(cfg.env, resolve=True)
+            for task in grid.task.split(","):
+                check_env(env, task)

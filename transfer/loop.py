@@ -1,6 +1,7 @@
 """The one training loop: parallel env workers -> online replay -> the agent's updates at `train_ratio`
 (DreamerV3's world model + actor-critic, or DrQ-v2's critic + actor: one interface, transfer/build.py picks
-the agent), periodic evaluation on separate envs, logging and resumable checkpoints.
+the agent), periodic evaluation on separate envs (with a video of one episode each, logger.video), logging and
+resumable checkpoints.
 
 Counters are environment steps (frames, action repeat included). Everything is written under the
 run directory; constructing a Trainer on a run directory with a checkpoint resumes from it. The Trainer
@@ -24,6 +25,7 @@ from core.agent import Agent
 from core.logger import Logger, mean_metrics
 from core.replay import Replay
 from core.runtime import Stopwatch, peak_rss_mb
+from core.video import EpisodeRecorder
 from envs import REPLAY_KEYS
 from envs.episodes import EpisodeStats, run_episodes, summarize
 from envs.workers import EnvPool
@@ -235,9 +237,15 @@ class Trainer:
         protocol) or its mean (mode). Returns mean return, success at any step and success at the final
         step (Meta-World's score) over `episodes` episodes, and `sampled` (1: sampled actions)."""
         sample = self.cfg.trainer.eval_policy == "sample"
-        result = {**summarize(self._eval_episodes(episodes, sample)[0], "eval/"), "eval/sampled": float(sample)}
+        recorder = EpisodeRecorder() if self.logger.video_on else None  # logger.video=false: no frame is kept
+        result = {**summarize(self._eval_episodes(episodes, sample, observe=recorder)[0], "eval/"),
+                  "eval/sampled": float(sample)}
         if final:
             result = {k.replace("eval/", "final/"): v for k, v in result.items()}
+        if recorder is not None and recorder.images:  # the first eval env's first episode
+            name = "final" if final else "eval"
+            self.logger.video(f"{name}/video", self.dir / "videos" / f"{name}_{self.step:07d}.mp4",
+                              recorder.frames(), self.step)
         self.logger.write(self.step, result)
         log.info("step %d %s", self.step, " ".join(f"{k}={v:.3g}" for k, v in result.items()))
         return result
@@ -252,10 +260,11 @@ class Trainer:
         finished, guided = self._eval_episodes(episodes, sample=False, prior=self.priors[0])
         return {**summarize(finished, "prior/"), "prior/guided": guided}
 
-    def _eval_episodes(self, episodes: int, sample: bool, prior=None) -> tuple[list[dict], float | None]:
+    def _eval_episodes(self, episodes: int, sample: bool, prior=None, observe=None) -> tuple[list[dict], float | None]:
         """Episodes on the eval envs, acted by the agent (sampled or mean) or, with `prior` (num_envs ->
-        GuidedActing), by that prior, the executed action fed back to the agent's RSSM. Returns the
-        episode summaries and the share of acting steps the prior took (None without one)."""
+        GuidedActing), by that prior, the executed action fed back to the agent's RSSM; `observe` sees every
+        list of observations (run_episodes). Returns the episode summaries and the share of acting steps
+        the prior took (None without one)."""
         with EnvPool(self.eval_fns, self.cfg.trainer.parallel) as pool:
             state = self.agent.initial_state(pool.num_envs)
             guide = prior(pool.num_envs) if prior else None
@@ -269,7 +278,7 @@ class Trainer:
                     action = guide.apply(obs, action, 0, rng)[0]
                     state["action"] = torch.as_tensor(action, device=self.device)
                 return action
-            finished = run_episodes(pool, act, episodes, self.cfg.max_action_dim)
+            finished = run_episodes(pool, act, episodes, self.cfg.max_action_dim, observe)
         return finished, (guide.guided_steps / max(guide.steps, 1) if guide is not None else None)
 
     def close(self):

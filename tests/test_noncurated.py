@@ -30,3 +30,17 @@ def test_builds_records_and_resumes(tmp_path, capsys):
     main(["--dataset", str(tmp_path), "--report"])
     out = capsys.readouterr().out
     assert "5 trajectories" in out and "| drawer-open |" in out and "sigma 0.1" in out
+
+
+def test_per_sigma_episode_counts_split_into_collect_runs(tmp_path):
+    """--mw-episodes with one count per sigma: one collect run per distinct count, the same episode seeds."""
+    from teacher.data.noncurated import commands, parse_args
+    args = parse_args(["--dataset", str(tmp_path), "--mw-episodes", "10", "10", "10", "2", "2", "--dmc-tasks"])
+    stages = commands(args)
+    assert list(stages) == ["metaworld-x10", "metaworld-x2"]
+    assert stages["metaworld-x10"][-5:] == ["0.1", "0.3", "0.5", "--episodes", "10"]
+    assert stages["metaworld-x2"][-4:] == ["1", "2", "--episodes", "2"]
+    assert list(commands(parse_args(["--dataset", str(tmp_path), "--dmc-tasks"]))) == ["metaworld"]
+    import pytest
+    with pytest.raises(SystemExit):
+        parse_args(["--dataset", str(tmp_path), "--mw-episodes", "1", "2"])

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from transfer.report import aggregate as agg
 from transfer.report import published as pub
 from transfer.report import table as report
 from transfer.report import runs as runs_mod
@@ -43,6 +44,13 @@ def write_run(root, method, suite, task, seed, final=None, evals=None, eval_step
                      "final/success": sv, "final/success_final": sv, "final/episodes": 10.0})
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return run
+
+
+@pytest.fixture(autouse=True)
+def few_resamples(monkeypatch):
+    """Every report here also writes the aggregates across tasks (tests/test_aggregate.py): fewer bootstrap
+    resamples keep them fast."""
+    monkeypatch.setattr(agg, "REPS", 100)
 
 
 @pytest.fixture

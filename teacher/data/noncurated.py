@@ -1,13 +1,14 @@
 """GSA's non-curated offline dataset at a scale that fits 2 CPU cores, built by one command.
 
     python -m teacher.data.noncurated --dataset runs/noncurated/data [--mw-tasks all] [--noise 0.1 0.3 0.5 1.0 2.0]
-        [--mw-episodes 2] [--dmc-tasks walker_walk cheetah_run ...] [--dmc-episodes 6] [--workers 2]
+        [--mw-episodes 2 | --mw-episodes 10 10 10 2 2] [--dmc-tasks walker_walk cheetah_run ...] [--dmc-episodes 6] [--workers 2]
 
 What it holds (GSA, Sec. 4: noisy experts of all 50 Meta-World tasks at sigma in {0.1, 0.3, 0.5, 1.0, 2.0}
 plus unsupervised DMC data on several bodies; reward-free for pretraining as always):
 - Meta-World: the scripted expert of every task with Gaussian action noise sigma, `--mw-episodes`
   episodes per (task, sigma), in the env settings of configs/env/metaworld.yaml (200 frames, action
-  repeat 2, corner2 camera), so the targets' own noisy experts are in it;
+  repeat 2, corner2 camera), so the targets' own noisy experts are in it; one count for every sigma, or
+  one count per sigma (e.g. `--mw-episodes 10 10 10 2 2`: more low-noise episodes, as GSA's prior needs);
 - DMC: uniform-random episodes on `--dmc-tasks` (one per body by default; 1000 frames, action repeat 2),
   under configs/env/dmc.yaml's conventions (its `convention` key, recorded in build.json).
 
@@ -41,7 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dataset", required=True, help="dataset folder (created if missing; resumed)")
     p.add_argument("--mw-tasks", nargs="+", default=["all"], help="Meta-World tasks, or 'all' (the 50)")
     p.add_argument("--noise", nargs="+", type=float, default=NOISE, help="expert action-noise stds")
-    p.add_argument("--mw-episodes", type=int, default=2, help="episodes per Meta-World task and noise level")
+    p.add_argument("--mw-episodes", type=int, nargs="+", default=[2],
+                   help="episodes per Meta-World task and noise level: one count, or one per --noise level")
     p.add_argument("--dmc-tasks", nargs="*", default=DMC_TASKS, help="DMC tasks (one per body)")
     p.add_argument("--dmc-episodes", type=int, default=6, help="random episodes per DMC task")
     p.add_argument("--workers", type=int, default=2)
@@ -50,14 +52,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pretrain-steps", type=int, default=1500, help="teacher updates (batch 16 x 32)")
     p.add_argument("--max-action-dim", type=int, default=12, help="as transfer.run's max_action_dim")
     p.add_argument("--report", action="store_true", help="print build.json's tables; collect nothing")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if len(args.mw_episodes) not in (1, len(args.noise)) or min(args.mw_episodes) < 0:
+        p.error(f"--mw-episodes takes one count or one per noise level ({len(args.noise)}), all >= 0")
+    return args
 
 
 def commands(args) -> dict[str, list[str]]:
     """teacher.data.collect command lines, one per stage."""
     common = ["--dataset", str(args.dataset), "--workers", str(args.workers), "--seed", str(args.seed)]
-    out = {"metaworld": [*common, "--suite", "metaworld", "--tasks", *args.mw_tasks, "--policy", "expert",
-                         "--noise", *[f"{n:g}" for n in args.noise], "--episodes", str(args.mw_episodes)]}
+    counts = args.mw_episodes * len(args.noise) if len(args.mw_episodes) == 1 else args.mw_episodes
+    by_count = collections.defaultdict(list)  # episodes -> the noise levels with that many (one collect run each)
+    for noise, count in zip(args.noise, counts):
+        by_count[count].append(noise)
+    out = {}
+    for count, noises in sorted(by_count.items(), reverse=True):
+        if count:  # episode seeds depend on (seed, task, noise, index) only: the same data however it is split
+            stage = "metaworld" if len(by_count) == 1 else f"metaworld-x{count}"
+            out[stage] = [*common, "--suite", "metaworld", "--tasks", *args.mw_tasks, "--policy", "expert",
+                          "--noise", *[f"{n:g}" for n in noises], "--episodes", str(count)]
     if args.dmc_tasks and args.dmc_episodes:
         out["dmc"] = [*common, "--suite", "dmc", "--tasks", *args.dmc_tasks, "--policy", "random",
                       "--episodes", str(args.dmc_episodes)]

@@ -15,7 +15,12 @@ from their composed config; their seeds are the repeats. Writes to DIR (default 
 - for runs that log distillation weights (vid2act, hybrid): weights.csv, a weights table in report.md
   and weights_<suite>-<task>.png (transfer/report/domain_weights.py);
 - for runs with a diagnostics.json (`python -m transfer.diagnose`): diagnostics.csv and a
-  "Diagnostics (per run)" table in report.md (transfer/report/diagnostics_table.py).
+  "Diagnostics (per run)" table in report.md (transfer/report/diagnostics_table.py);
+- aggregates across the tasks of each suite (transfer/report/aggregate.py, rliable; --no-aggregate skips them):
+  aggregate.md / aggregate.csv and an "Aggregates across tasks" section in report.md with IQM, mean, median and
+  optimality gap of normalised scores with 95% stratified-bootstrap CIs (--aggregate-reps resamples), the
+  probability of improvement over --baseline (default dreamer), with --published gsa the paper's aggregates
+  beside them, and aggregate_metrics_<suite>.png, performance_profile_<suite>.png, prob_improvement_<suite>.png.
 
 Score: "final/return" (--metric return) or "final/success_final" (--metric success: success at the
 final step, Meta-World's score), written once at the end of a run; --metric auto (default) takes
@@ -32,6 +37,7 @@ import sys
 
 import numpy as np
 
+from transfer.report import aggregate as agg
 from transfer.report import diagnostics_table as diag
 from transfer.report import published as pub
 from transfer.report.runs import KEYS, Run, align, find_runs, write_archive
@@ -199,9 +205,11 @@ def plot_curves(groups, metric: str, out: pathlib.Path, published: str | None = 
 
 
 def report(paths, out="runs/report", published: str | None = None, metric: str = "auto",
-           plots: bool = True, archive=None) -> dict:
+           plots: bool = True, archive=None, aggregate: bool = True, reps: int | None = None,
+           baseline: str | None = agg.BASELINE) -> dict:
     """Find, group, summarise and write everything (and, with `archive`, the runs' compact archive, see
-    transfer/report/runs.py); returns {rows, notes, table, csv, md, plots, weights, diagnostics, archive}."""
+    transfer/report/runs.py; with `aggregate`, the aggregates across tasks, `reps` bootstrap resamples, default
+    agg.REPS); returns {rows, notes, table, csv, md, plots, weights, diagnostics, archive, aggregate}."""
     if published and published not in pub.PUBLISHED:
         raise KeyError(f"--published {published}: known sources are {', '.join(pub.PUBLISHED)}")
     groups = group_runs(find_runs(paths))
@@ -221,6 +229,8 @@ def report(paths, out="runs/report", published: str | None = None, metric: str =
     notes += dnotes
     if drows:
         diag.write_csv(drows, dkeys, out / "diagnostics.csv")
+    aggregates = agg.aggregate(groups, out, metric, published, reps=agg.REPS if reps is None else reps,
+                               baseline=baseline, plots=plots) if aggregate else None
     text = ["# Results", "",
             f"Mean final score over seeds; 95% CI: percentile bootstrap of the mean over seeds "
             f"(scipy.stats.bootstrap, random_state={BOOTSTRAP_SEED}). return = final/return, "
@@ -228,6 +238,9 @@ def report(paths, out="runs/report", published: str | None = None, metric: str =
             + (f" Paper columns: {published} (transfer/report/published.py)." if published else ""), ""]
     text += table + [""]
     text += (["Notes:", ""] + [f"- {n}" for n in notes] + [""]) if notes else []
+    if aggregates and aggregates["lines"]:
+        text += ["## Aggregates across tasks", "", "Also in aggregate.md and aggregate.csv "
+                 "(transfer/report/aggregate.py).", ""] + aggregates["lines"] + [""]
     if wrows:
         text += ["Distillation domain weights (weights.csv): mean over seeds of each run's mean weight, over the "
                  "whole run and over its last quarter of env steps.", ""] + markdown(*weights.table(wrows)) + [""]
@@ -239,7 +252,7 @@ def report(paths, out="runs/report", published: str | None = None, metric: str =
     md_path = out / "report.md"
     md_path.write_text("\n".join(text) + "\n")
     return dict(rows=rows, notes=notes, table=table, csv=csv_path, md=md_path, plots=pngs, weights=wrows,
-                diagnostics=drows, archive=archive)
+                diagnostics=drows, archive=archive, aggregate=aggregates)
 
 
 def main(argv=None) -> int:
@@ -253,20 +266,32 @@ def main(argv=None) -> int:
     parser.add_argument("--archive", metavar="FILE.jsonl.gz",
                         help="also write the runs' compact archive (metrics, method config, diagnostics), "
                              "which this command reads back in place of the run directories")
+    parser.add_argument("--no-aggregate", action="store_true", help="skip the aggregates across tasks (rliable)")
+    parser.add_argument("--aggregate-reps", type=int, default=agg.REPS, metavar="N",
+                        help=f"bootstrap resamples for the aggregates' CIs (default {agg.REPS})")
+    parser.add_argument("--baseline", default=agg.BASELINE, metavar="METHOD",
+                        help="the method of P(X > baseline) (default dreamer); every pair when it was not run")
     args = parser.parse_args(argv)
+    if args.aggregate_reps < 1:
+        parser.error("--aggregate-reps must be positive")
     if args.archive and not args.archive.endswith(".jsonl.gz"):
         parser.error(f"--archive {args.archive}: name the archive *.jsonl.gz")
     try:
         result = report(args.run_dirs, args.out, args.published, args.metric, plots=not args.no_plots,
-                        archive=args.archive)
+                        archive=args.archive, aggregate=not args.no_aggregate, reps=args.aggregate_reps,
+                        baseline=args.baseline)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print("\n".join(result["table"]))
     for note in result["notes"]:
         print(f"note: {note}")
-    print(f"wrote {result['csv']}, {result['md']}" + "".join(f", {p}" for p in result["plots"])
-          + (f", {result['archive']}" if result["archive"] else ""))
+    aggregates = result["aggregate"] or {}
+    if aggregates.get("lines"):
+        print("\n".join(line for line in aggregates["lines"] if not line.startswith("![")))
+    files = [result["csv"], result["md"], *result["plots"]]
+    files += [aggregates["csv"], aggregates["md"], *aggregates["plots"]] if aggregates.get("md") else []
+    print("wrote " + ", ".join(map(str, files)) + (f", {result['archive']}" if result["archive"] else ""))
     return 0
 
 

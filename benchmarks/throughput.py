@@ -1,6 +1,6 @@
 """Throughput of the DreamerV3 core and the env workers.
 
-    python -m benchmarks.throughput [--sizes tiny small] [--device auto] [--bf16] [--compile]
+    python -m benchmarks.throughput [--sizes tiny small] [--device auto] [--bf16] [--compile] [--channels-last true|false]
         [--update eager compile-step graphs] [--run-frames 4000]
 
 Measures world-model + actor-critic updates/s and ms/update at batch B x T (default 16 x 64), the update run
@@ -34,11 +34,12 @@ from benchmarks.envs import bench_envs, print_table
 A = 12
 
 
-def config(size: str, bf16: bool, compile_: bool):
+def config(size: str, bf16: bool, compile_: bool, channels_last: str = "true"):
     from hydra import compose, initialize_config_dir
     root = pathlib.Path(__file__).resolve().parents[1]
     with initialize_config_dir(config_dir=str(root / "configs"), version_base=None):
-        return compose("config", overrides=[f"model={size}", f"model.bf16={bf16}", f"model.compile={compile_}"])
+        return compose("config", overrides=[f"model={size}", f"model.bf16={bf16}", f"model.compile={compile_}",
+                                            f"model.channels_last={channels_last}"])
 
 
 def sync(device):
@@ -56,8 +57,8 @@ def update_fn(agent, batch, how: str):
     return agent.train_step
 
 
-def bench_updates(size, device, b, t, bf16, compile_, repeats, how="eager"):
-    cfg = config(size, bf16, compile_)
+def bench_updates(size, device, b, t, bf16, compile_, repeats, how="eager", channels_last="true"):
+    cfg = config(size, bf16, compile_, channels_last)
     mask = np.zeros(A, np.float32)
     mask[:6] = 1
     agent = Agent({"image": (64, 64, 3)}, mask, cfg.model, device)
@@ -129,6 +130,8 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--compile", action="store_true", help="model.compile: the encoder, decoder, GRU and actor")
+    p.add_argument("--channels-last", choices=["true", "false"], default="true",
+                   help="model.channels_last: NHWC convolutions (the default since 2026-11-30)")
     p.add_argument("--update", nargs="+", default=["eager"], choices=["eager", "compile-step", "graphs"],
                    help="how the whole update runs: eager, torch.compile of train_step, a CUDA graph (core/graphs.py)")
     p.add_argument("--env-task", default="walker_walk")
@@ -139,13 +142,13 @@ def main():
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args()
     device = resolve_device(args.device)
-    models = [bench_updates(s, device, *args.batch, args.bf16, args.compile, args.repeats, how)
+    models = [bench_updates(s, device, *args.batch, args.bf16, args.compile, args.repeats, how, args.channels_last)
               for s in args.sizes for how in args.update]
     envs = [] if args.no_envs else [bench_envs("dmc", args.env_task, w, args.env_steps) for w in (1, 2)]
     run = bench_run(args.run_frames, args.device, args.bf16, args.run_overrides) if args.run_frames > 0 else None
     meta = dict(device=str(device), gpu=torch.cuda.get_device_name() if device.type == "cuda" else None,
                 cpu_threads=torch.get_num_threads(), torch=torch.__version__, bf16=args.bf16,
-                compile=args.compile, batch=args.batch, allocator=allocator_settings(), host=platform.node())
+                compile=args.compile, channels_last=args.channels_last, batch=args.batch, allocator=allocator_settings(), host=platform.node())
     print(f"\ndevice={meta['device']} gpu={meta['gpu']} threads={meta['cpu_threads']} bf16={args.bf16} "
           f"compile={args.compile} batch={args.batch[0]}x{args.batch[1]} allocator={meta['allocator']}")
     print(f"{'model':<8}{'update':<14}{'WM params':>11}{'updates/s':>12}{'ms/update':>11}{'imagination steps/s':>22}")
@@ -160,6 +163,7 @@ def main():
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = f"{device.type}{'-bf16' if args.bf16 else ''}{'-compile' if args.compile else ''}"
+    tag += "-contiguous" if args.channels_last == "false" else ""
     tag += "".join(f"-{how}" for how in args.update if how != "eager")
     if args.batch != [16, 64]:
         tag += f"-b{args.batch[0]}x{args.batch[1]}"  # the 16 x 64 results keep their file

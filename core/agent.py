@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from core.actor_critic import ActorCritic
+from core.nets import set_channels_last
 from core.optim import Optimizer
 from core.runtime import section
 from core.world_model import WorldModel, preprocess
@@ -37,6 +38,8 @@ class Agent(nn.Module):
         self.wm = WorldModel(obs_shapes, self.act_dim, cfg.wm)
         self.ac = ActorCritic(self.wm.rssm.feat_dim, mask, cfg.ac)
         self.to(device)
+        if cfg.get("channels_last", False):
+            set_channels_last(self.wm)
         self.wm_opt = Optimizer(self.wm.parameters(), cfg.wm_opt)
         self.actor_opt = Optimizer(self.ac.actor.parameters(), cfg.actor_opt)
         self.critic_opt = Optimizer(self.ac.critic.parameters(), cfg.critic_opt)

@@ -74,9 +74,12 @@ class ConvEncoder(nn.Module):
         self.net = nn.Sequential(*mods)
         self.minres = image_size // 2 ** len(chans)
         self.out_dim = chans[-1] * self.minres ** 2
+        self.channels_last = False  # set_channels_last(): NHWC activations and weights
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net(image).flatten(1)
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return self.net(image).flatten(1)  # (N, C*h*w) in NCHW order either way
 
 
 class ConvDecoder(nn.Module):
@@ -104,11 +107,27 @@ class ConvDecoder(nn.Module):
             if not last:
                 mods += [ChannelNorm(out), nn.SiLU()]
         self.net = nn.Sequential(*mods)
+        self.channels_last = False  # set_channels_last(): NHWC activations and weights
 
     def forward(self, deter: torch.Tensor, stoch: torch.Tensor) -> torch.Tensor:
         x = self.from_stoch(stoch) + self.from_deter(deter)  # (N, C*h*w)
         x = torch.nn.functional.silu(self.norm(x.reshape(-1, *self.shape)))
-        return self.net(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)  # (N, 3, R, R)
+
+
+def set_channels_last(module: nn.Module, on: bool = True) -> nn.Module:
+    """Every ConvEncoder / ConvDecoder in `module` runs its convolutions in channels_last (NHWC) memory
+    format: weights converted in place, inputs converted in forward. Same values, other strides."""
+    fmt = torch.channels_last if on else torch.contiguous_format
+    for m in module.modules():
+        if isinstance(m, (ConvEncoder, ConvDecoder)):
+            m.channels_last = on
+            for conv in m.net:
+                if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)):
+                    conv.weight.data = conv.weight.data.contiguous(memory_format=fmt)
+    return module
 
 
 class Encoder(nn.Module):

@@ -197,3 +197,22 @@ def test_actor_critic_runs_each_network_once_with_the_same_loss(tiny_cfg, grad, 
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
     horizon = tiny_cfg.model.ac.horizon
     assert calls["actor"] == (horizon if grad == "reinforce" else horizon + 1)  # once per imagined state
+
+
+def test_channels_last_gives_the_same_update():
+    """model.channels_last: NHWC convolutions; the same losses and weights after an update (float tolerance)."""
+    agents = []
+    for on in (False, True):
+        torch.manual_seed(0)
+        agents.append(make_agent(compose("model=tiny", f"model.channels_last={on}")))
+    conv = agents[1].wm.encoder.cnn.net[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    metrics = []
+    for agent in agents:
+        torch.manual_seed(1)  # the same latent samples
+        metrics.append(agent.train_step(fake_batch(b=2, t=8)))
+    assert metrics[0].keys() == metrics[1].keys()
+    for key in metrics[0]:
+        torch.testing.assert_close(metrics[0][key], metrics[1][key], rtol=1e-4, atol=1e-4)
+    for a, b in zip(agents[0].wm.parameters(), agents[1].wm.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

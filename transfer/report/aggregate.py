@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from transfer.report import published as pub
+from transfer.report.basics import markdown, ordered_columns, resolve_metric
 
 REPS = 2000
 SEED = 0
@@ -98,7 +99,6 @@ def shared_tasks(have: dict[str, set[str]]) -> tuple[list[str], list[str]]:
 
 def collect(groups, metric: str = "auto") -> list[Block]:
     """One Block per suite from the report's groups ((method, suite, task) -> runs sorted by seed)."""
-    from transfer.report.table import resolve_metric  # table.py imports this module
     raw: dict[str, dict[str, dict[str, list[tuple[int, str, float]]]]] = {}  # suite -> method -> task -> runs
     unfinished: dict[str, list[str]] = {}  # suite -> names of unfinished runs
     for (method, suite, task), runs in groups.items():
@@ -211,7 +211,6 @@ def published(block: Block, source: str) -> tuple[list[dict], list[str]]:
     if entry[0] != block.metric:
         return rows, [f"the {source} paper reports {entry[0]} on {block.suite}, these aggregates {block.metric}; "
                       f"paper aggregates left out"]
-    from transfer.report.table import ordered_columns
     for col in ordered_columns(pub.columns(source, block.suite)):
         found = [(t, pub.lookup(source, block.suite, t)[2].get(col)) for t in block.tasks]
         found = [(t, v) for t, v in found if v is not None]
@@ -291,7 +290,6 @@ def plot(block: Block, result: dict, paper: list[dict], out: pathlib.Path) -> li
 
 def section(block: Block, result: dict, paper: list[dict], reps: int, seed: int) -> list[str]:
     """The markdown of one block: what was pooled, the aggregate table, P(X > Y) and notes."""
-    from transfer.report.table import markdown
     runs = ", ".join(f"{m} {len(s)}" for m, s in block.scores.items())
     lines = [f"### {block.suite} ({block.metric}): {len(block.tasks)} task(s)", "",
              f"Tasks: {', '.join(block.tasks)}. Runs per task: {runs}. Normalised score: {block.normalisation}.",

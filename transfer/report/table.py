@@ -38,6 +38,7 @@ import sys
 import numpy as np
 
 from transfer.report import aggregate as agg
+from transfer.report.basics import markdown, ordered_columns, resolve_metric
 from transfer.report import diagnostics_table as diag
 from transfer.report import published as pub
 from transfer.report.runs import KEYS, Run, align, find_runs, write_archive
@@ -68,18 +69,6 @@ def bootstrap_ci(values, confidence: float = CONFIDENCE, seed: int = BOOTSTRAP_S
     result = bootstrap((values,), np.mean, confidence_level=confidence, method="percentile",
                        random_state=seed)
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def resolve_metric(metric: str, suite: str) -> str:
-    """--metric auto: success for Meta-World (its benchmark score), return elsewhere."""
-    if metric == "auto":
-        return "success" if suite == "metaworld" else "return"
-    return metric
-
-
-def ordered_columns(cols) -> list[str]:
-    """Published columns at our budget (150k) first, GSA first among them."""
-    return sorted(cols, key=lambda c: (not c.endswith("@150k"), not c.startswith("GSA")))
 
 
 def summarize(groups, metric: str = "auto", published: str | None = None) -> tuple[list[dict], list[str], list[str]]:
@@ -142,13 +131,6 @@ def table_lines(rows: list[dict], paper_cols: list[str]) -> list[str]:
         body.append([r["method"], r["suite"], r["task"], m, seeds, fmt(r["mean"], m), ci, r["steps"] or "-"]
                     + [fmt(r[c], m) for c in paper_cols])
     return markdown(head, body)
-
-
-def markdown(head: list, body: list[list]) -> list[str]:
-    """An aligned markdown table: header, rule and one line per body row."""
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(b) for b in body]
 
 
 def write_csv(rows: list[dict], paper_cols: list[str], path: pathlib.Path) -> pathlib.Path:

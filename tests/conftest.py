@@ -17,6 +17,17 @@ def compose(*overrides):
         return hydra_compose("config", overrides=list(overrides))
 
 
+def train_run(run_dir, *overrides):
+    """The Trainer `python -m transfer.run OVERRIDES run_dir=RUN_DIR` builds, run to its budget and closed."""
+    from transfer.build import build_trainer
+    trainer = build_trainer(compose(*overrides, f"run_dir={run_dir}"), run_dir)
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    return trainer
+
+
 @pytest.fixture
 def tiny_cfg():
     return compose("model=tiny")

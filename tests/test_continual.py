@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, collect_random, compose, pretrain_cfg
+from conftest import ROOT, collect_random, compose, pretrain_cfg, train_run
 from core import checkpoint
 from student.packnet import find
 from transfer import continual
@@ -29,12 +29,7 @@ TASKS = ["cartpole_balance", "cartpole_swingup"]
 
 
 def train(run_dir, *overrides):
-    trainer = build_trainer(compose(*FAST, f"run_dir={run_dir}", *overrides), run_dir)
-    try:
-        trainer.run()
-    finally:
-        trainer.close()
-    return trainer
+    return train_run(run_dir, *FAST, *overrides)
 
 
 def actor_params(trainer):

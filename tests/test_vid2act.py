@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import collect_random, compose, pretrain_cfg
+from conftest import collect_random, compose, pretrain_cfg, train_run
 from student.distill import DomainDistiller, teacher_features
 from student.vae import ActionVAE
 from student.vid2act import ReplayGuidance
@@ -49,12 +49,7 @@ def generalist(data, tmp_path_factory):
 
 
 def run(tmp_path, *overrides):
-    trainer = build_trainer(compose(*FAST, f"run_dir={tmp_path}", *overrides), tmp_path)
-    try:
-        trainer.run()
-    finally:
-        trainer.close()
-    return trainer
+    return train_run(tmp_path, *FAST, *overrides)
 
 
 def rows(run_dir):

@@ -6,11 +6,10 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from conftest import collect_random, compose, pretrain_cfg
+from conftest import collect_random, pretrain_cfg, train_run
 from core import video
 from teacher import openloop
 from teacher.pretrain import Pretrainer
-from transfer.build import build_trainer
 
 # tiny DMC runs as in test_training.py: episodes of 60 frames at action repeat 2 (30 agent steps, 31 frames)
 FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "trainer.batch_size=2",
@@ -55,12 +54,7 @@ def test_recorder_keeps_the_first_episode_of_one_env():
 
 
 def run(tmp_path, *overrides):
-    trainer = build_trainer(compose(*FAST, f"run_dir={tmp_path}", *overrides), tmp_path)
-    try:
-        trainer.run()
-    finally:
-        trainer.close()
-    return trainer
+    return train_run(tmp_path, *FAST, *overrides)
 
 
 def test_training_run_writes_an_eval_video_per_evaluation(tmp_path):

@@ -9,6 +9,7 @@ docs/tensor_shapes.md; composite frames such as the open-loop side-by-side are l
 from __future__ import annotations
 
 import pathlib
+import sys
 
 import numpy as np
 
@@ -68,16 +69,35 @@ def tensorboard_video(writer, tag: str, frames, step: int, fps: int = FPS) -> No
     writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
+_warned = []
+
+
+def write_video(path, frames, fps: int = FPS) -> pathlib.Path:
+    """write_mp4, or where imageio has no ffmpeg (imageio-ffmpeg missing) the same clip as an animated GIF
+    next to it (path with .gif, every frame), after one warning line: a run never stops over a video."""
+    try:
+        return write_mp4(path, frames, fps)
+    except ImportError as err:
+        path = pathlib.Path(path).with_suffix(".gif")
+        if not _warned:
+            _warned.append(True)
+            print(f"warning: no mp4 videos ({str(err).splitlines()[0]}); writing GIFs instead "
+                  f"(`pip install imageio-ffmpeg` for mp4)", file=sys.stderr)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(gif_bytes(frames, fps, max_frames=len(frames)))
+        return path
+
+
 def save(path, frames, step: int = 0, tag: str | None = None, tb=None, wandb_run=None,
          fps: int = FPS) -> pathlib.Path:
-    """Write frames uint8 (L, h, w, 3) to path (.mp4); with a tag also log them to a TensorBoard
-    SummaryWriter (`tb`, as a GIF) and a wandb run (`wandb_run`, the mp4 file) when given."""
-    path = write_mp4(path, frames, fps)
+    """Write frames uint8 (L, h, w, 3) to path (.mp4; .gif without ffmpeg, see write_video); with a tag also
+    log them to a TensorBoard SummaryWriter (`tb`, as a GIF) and a wandb run (`wandb_run`, the file) when given."""
+    path = write_video(path, frames, fps)
     if tag and tb is not None:
         tensorboard_video(tb, tag, frames, step, fps)
     if tag and wandb_run is not None:
         import wandb
-        wandb_run.log({tag: wandb.Video(str(path), format="mp4")}, step=step)
+        wandb_run.log({tag: wandb.Video(str(path), format=path.suffix[1:])}, step=step)
     return path
 
 

@@ -77,5 +77,5 @@ def save_video(path, truth: np.ndarray, pred: np.ndarray, context: int, samples:
     frames = video_frames(truth, pred, context, samples)  # (T, n*R, 3R, 3)
     if logger is not None:
         return logger.video(tag, path, frames, step)
-    from core.video import write_mp4
-    return write_mp4(path, frames)
+    from core.video import write_video
+    return write_video(path, frames)

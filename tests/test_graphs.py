@@ -50,3 +50,10 @@ def test_an_update_returns_device_tensors_only():
     out = agent.train_step(batch())
     assert out and all(torch.is_tensor(v) and v.shape == () and v.device == agent.device for v in out.values())
     assert agent.ac.retnorm.q.device == agent.device and "q" not in dict(agent.ac.retnorm.state_dict())
+
+
+def test_the_loop_asks_for_cuda_before_building_anything():
+    from transfer.loop import Trainer
+    with pytest.raises(ValueError, match="model.cuda_graphs=true needs a CUDA device.*device=cuda"):
+        Trainer.check(compose("preset=quick", "device=cpu", "model.cuda_graphs=true"))
+    Trainer.check(compose("preset=quick", "device=cpu"))  # off by default

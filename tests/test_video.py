@@ -40,6 +40,18 @@ def test_mp4_and_gif_round_trip(tmp_path):
         video.write_mp4(tmp_path / "b.mp4", frames.astype(np.float32))
 
 
+def test_without_ffmpeg_a_video_becomes_a_gif_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    def no_ffmpeg(*args, **kwargs):
+        raise ImportError("The `FFMPEG` plugin is not installed. Use `pip install imageio[ffmpeg]` to install it.")
+    monkeypatch.setattr(imageio, "get_writer", no_ffmpeg)
+    monkeypatch.setattr(video, "_warned", [])
+    frames = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)  # (L, h, w, 3)
+    paths = [video.save(tmp_path / f"e{i}.mp4", frames) for i in range(2)]
+    assert [p.name for p in paths] == ["e0.gif", "e1.gif"] and not list(tmp_path.glob("*.mp4"))
+    assert iio.imread(paths[0], index=None).shape == frames.shape
+    assert capsys.readouterr().err.count("writing GIFs instead") == 1  # one line per process, not per video
+
+
 def test_recorder_keeps_the_first_episode_of_one_env():
     def obs(i, first=False, last=False):
         return {"image": np.full((4, 4, 3), i, np.uint8), "is_first": first, "is_last": last}

@@ -24,7 +24,8 @@ from core import checkpoint
 from core.agent import Agent
 from core.logger import Logger, mean_metrics
 from core.replay import Replay
-from core.runtime import Stopwatch, peak_rss_mb
+from core.graphs import GraphedUpdates
+from core.runtime import Stopwatch, peak_rss_mb, resolve_device
 from core.video import EpisodeRecorder
 from envs import REPLAY_KEYS
 from envs.episodes import EpisodeStats, run_episodes, summarize
@@ -55,6 +56,12 @@ class Trainer:
         """The loop's own settings, checked before any part is built (ValueError that says what to use)."""
         if cfg.trainer.eval_policy not in EVAL_POLICIES:
             raise ValueError(f"trainer.eval_policy={cfg.trainer.eval_policy!r}: use one of {', '.join(EVAL_POLICIES)}")
+        if cfg.model.get("cuda_graphs"):
+            if resolve_device(cfg.device).type != "cuda":
+                raise ValueError(f"model.cuda_graphs=true needs a CUDA device (device={cfg.device} gives "
+                                 f"{resolve_device(cfg.device)}): use device=cuda or model.cuda_graphs=false")
+            if cfg.model.get("compile"):
+                raise ValueError("model.cuda_graphs and model.compile do not mix: use one")
 
     def __init__(self, cfg, run_dir, parts: Parts):
         """Wires the parts into the loop: components attach through the seams below, then a checkpoint in
@@ -81,6 +88,8 @@ class Trainer:
         # wall time per section of this process (perf/time_* in the train logs); trainer.profile: exact on CUDA
         sync = torch.cuda.synchronize if t.get("profile") and self.device.type == "cuda" else None
         self.stopwatch = self.agent.stopwatch = Stopwatch(sync)
+        # one update on a batch: eager, or replayed as one CUDA graph (core/graphs.py, captured at the first call)
+        self.update = GraphedUpdates(self.agent) if cfg.model.get("cuda_graphs") else self.agent.train_step
         ctx = self.context()
         for attach in parts.components:
             attach(ctx)  # switches a part on: loss term, reward, batch source, prior...
@@ -187,7 +196,7 @@ class Trainer:
                     with sw.section("sample"):
                         batch = {k: torch.as_tensor(v)
                                  for k, v in self.batch_source(t.batch_size, t.batch_length).items()}
-                    train_metrics.append(self.agent.train_step(batch))  # times world_model / actor_critic itself
+                    train_metrics.append(self.update(batch))  # times world_model / actor_critic (or update) itself
             if t.overlap:
                 with sw.section("env_wait"):
                     obs = self.envs.step_wait()

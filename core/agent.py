@@ -38,6 +38,8 @@ class Agent(nn.Module):
         self.wm = WorldModel(obs_shapes, self.act_dim, cfg.wm)
         self.ac = ActorCritic(self.wm.rssm.feat_dim, mask, cfg.ac)
         self.to(device)
+        if cfg.get("tf32") and device.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # process-wide: fp32 matmuls on TF32 tensor cores
         if cfg.get("channels_last", False):
             set_channels_last(self.wm)
         self.wm_opt = Optimizer(self.wm.parameters(), cfg.wm_opt)

@@ -13,7 +13,7 @@ exact k nearest (squared L2), nprobe used. Searches ask for max(--k) neighbours 
 recall@10 is read from the first 10. The indices are made by student.retrieval.index_params / new_index,
 as a gsa run makes them (metric l2; nlist ~ sqrt(N); IVF-PQ m = largest divisor of dim <= min(64, dim//4),
 8 bits; trained on max(TRAIN_POINTS * nlist, 10000) keys); --pca D > 0 puts a faiss PCAMatrix (dim -> D,
-trained on the same sample) in front of that index, an option benchmarked here, not in the library.
+trained on the same sample) in front of that index, as the library does with `pca=D` (method.retrieval.pca).
 
 Keys are generated, never stored: a mixture of --clusters centres (tasks x reset conditions) with
 log-normal (Zipf-like) weights, per-cluster anisotropic noise on a shared within-cluster basis (each cluster
@@ -225,7 +225,7 @@ def bench_config(gen: KeyGenerator, n: int, kind: str, pca: int, queries: np.nda
     name = f"pca{pca}-{kind}" if pca else kind
     row = dict(size=n, index=name, type=kind, pca=pca or None, dim=d)
     try:
-        params = index_params(kind, n, d)
+        params = index_params(kind, n, gen.dim, pca=pca)
     except ValueError as e:
         return dict(row, skipped=str(e))
     est = estimate_bytes(kind, n, gen.dim, pca, params, args.add_batch)
@@ -236,9 +236,7 @@ def bench_config(gen: KeyGenerator, n: int, kind: str, pca: int, queries: np.nda
         return dict(row, skipped=f"needs ~{(base + est['bytes']) / GB:.1f} GB ({est['why']}) > limit {limit / GB:.1f} GB")
     resettable = reset_peak()
     before = status_kb("VmRSS")
-    index = new_index(kind, "l2", d, params)
-    if pca:
-        index = faiss.IndexPreTransform(faiss.PCAMatrix(gen.dim, pca), index)   # keys (n, dim) -> (n, pca)
+    index = new_index(kind, "l2", gen.dim, params)  # with pca: keys (n, dim) -> (n, pca) in front
     train_s = gen_s = add_s = 0.0
     if not index.is_trained:
         size = min(n, max(TRAIN_POINTS * params.get("nlist", 1), 10000))

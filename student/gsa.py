@@ -71,7 +71,7 @@ def retrieved_indices(ctx, dataset: OfflineDataset) -> list[int]:
     teacher = build_teacher(ctx.teacher, ctx.device)
     got = retrieve(dataset, teacher, ctx.run.teacher, reset_frames(ctx, r.queries), ctx.spec.native_action_dim,
                    k=r.k, index_type=r.index, metric=r.metric, max_rounds=r.max_rounds, allow_fewer=r.allow_fewer,
-                   device=str(ctx.device))
+                   device=str(ctx.device), pca=r.get("pca"))
     log.info("retrieval: %s", got.describe())
     got.save_grid(ctx.run_dir / "retrieval.png", dataset)
     path.write_text(json.dumps([dataset.meta[int(i)]["id"] for i in got.indices]))

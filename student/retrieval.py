@@ -9,6 +9,8 @@ Owns the retrieval index, its cache next to the dataset, the k-nearest search an
   then fails with an error that says how many compatible trajectories exist and what to do.
 - Index types: "flat" (IndexFlatL2, exact, default), "ivf" (IndexIVFFlat, nlist ~ sqrt(N)), "ivfpq"
   (IndexIVFPQ, compressed: for millions of trajectories); ivf types are trained on a sample of the keys.
+  pca=D > 0 puts a PCA (keys E -> D dims, trained on the same sample) in front of any of them: at 10M keys of
+  1024 dims only PCA + IVF fits 24 GB with recall near flat's (benchmarks/results/retrieval_scale-*.json).
 - Metrics: "l2" (GSA: raw keys) or "cosine": keys minus the mean key (estimated on the same sample),
   L2-normalised, inside the faiss index (IndexPreTransform), so queries get the same transform. It
   resists hubs: a compact cluster (e.g. cheetah resets) near the mean key is not near every query.
@@ -91,14 +93,19 @@ def embed_first_frames(dataset, wm: WorldModel, indices, batch: int = 256):
         yield embed(wm, dataset.first_frames(indices[start:start + batch]))  # (n, E)
 
 
-def index_params(index_type: str, n: int, dim: int, nlist: int | None = None, pq_m: int | None = None) -> dict:
-    """Resolved construction parameters: ivf nlist ~ sqrt(N); ivfpq m = the largest divisor of dim
-    <= min(64, dim // 4) sub-quantizers with nbits <= 8 (fewer when N < 256 points can train them)."""
+def index_params(index_type: str, n: int, dim: int, nlist: int | None = None, pq_m: int | None = None,
+                 pca: int | None = None) -> dict:
+    """Resolved construction parameters: pca (if > 0) the dims kept; ivf nlist ~ sqrt(N); ivfpq m = the largest
+    divisor of the (PCA) dim <= min(64, dim // 4) sub-quantizers with nbits <= 8 (fewer when N < 256 points)."""
     if index_type not in INDEX_TYPES:
         raise ValueError(f"index_type must be one of {INDEX_TYPES}; got {index_type!r}")
+    if pca and not 0 < pca < dim:
+        raise ValueError(f"pca={pca} must lie between 1 and the key dim {dim} - 1 (0: no PCA)")
+    head = dict(pca=int(pca)) if pca else {}
+    dim = pca or dim
     if index_type == "flat":
-        return {}
-    params = dict(nlist=int(nlist or max(1, round(math.sqrt(n)))))
+        return head
+    params = dict(head, nlist=int(nlist or max(1, round(math.sqrt(n)))))
     if params["nlist"] > n:
         raise ValueError(f"nlist={params['nlist']} needs at least that many trajectories; the dataset has {n}")
     if index_type == "ivfpq":
@@ -112,6 +119,7 @@ def index_params(index_type: str, n: int, dim: int, nlist: int | None = None, pq
 def new_index(index_type: str, metric: str, dim: int, params: dict) -> faiss.Index:
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
+    keys_dim, dim = dim, params.get("pca") or dim
     if index_type == "flat":
         index = faiss.IndexFlatL2(dim)
     elif index_type == "ivf":
@@ -119,19 +127,21 @@ def new_index(index_type: str, metric: str, dim: int, params: dict) -> faiss.Ind
     else:
         index = faiss.IndexIVFPQ(faiss.IndexFlatL2(dim), dim, params["nlist"], params["m"], params["nbits"])
         index.do_polysemous_training = False  # only polysemous search would use it; seconds of training
+    if dim != keys_dim:  # keys (n, E) -> (n, pca) before the index
+        index = faiss.IndexPreTransform(faiss.PCAMatrix(keys_dim, dim), index)
     if metric == "cosine":  # key -> (key - mean key) / norm, for stored keys and queries alike
         index = faiss.IndexPreTransform(index)
-        index.prepend_transform(faiss.NormalizationTransform(dim, 2.0))
-        index.prepend_transform(faiss.CenteringTransform(dim))
+        index.prepend_transform(faiss.NormalizationTransform(keys_dim, 2.0))
+        index.prepend_transform(faiss.CenteringTransform(keys_dim))
     return index  # faiss's Python wrapper keeps the sub-objects alive with the index
 
 
 def build_index(dataset, wm: WorldModel, index_type: str = "flat", metric: str = "l2", nlist: int | None = None,
-                pq_m: int | None = None, batch: int = 256) -> tuple[faiss.Index, dict]:
+                pq_m: int | None = None, batch: int = 256, pca: int | None = None) -> tuple[faiss.Index, dict]:
     """Embeds the first frame of every trajectory of dataset into a new index. Returns (index, params)."""
     _check_teacher(wm)
     n, dim = len(dataset), wm.encoder.out_dim
-    params = index_params(index_type, n, dim, nlist, pq_m)
+    params = index_params(index_type, n, dim, nlist, pq_m, pca)
     index = new_index(index_type, metric, dim, params)
     if not index.is_trained:  # ivf types, cosine: train on a sample of the keys, then add all of them in order
         size = min(n, max(TRAIN_POINTS * params.get("nlist", 1), 10000))
@@ -160,13 +170,13 @@ class RetrievalIndex:
 
     @classmethod
     def open(cls, dataset, wm: WorldModel, index_type: str = "flat", metric: str = "l2", teacher_path=None,
-             nlist: int | None = None, pq_m: int | None = None, batch: int = 256) -> RetrievalIndex:
+             nlist: int | None = None, pq_m: int | None = None, batch: int = 256, pca: int | None = None) -> RetrievalIndex:
         """The cached index if it is valid for this teacher and covers every trajectory of dataset; else
         build it (and cache it; a read-only dataset folder only warns)."""
         _check_teacher(wm)
         teacher = teacher_fingerprint(wm)
-        folder = pathlib.Path(dataset.root) / CACHE / f"{index_type}-{metric}-{teacher[:12]}"
-        cached, why = cls._load(folder, teacher, index_type, metric, nlist, pq_m)
+        folder = pathlib.Path(dataset.root) / CACHE / f"{index_type}{f'-pca{pca}' if pca else ''}-{metric}-{teacher[:12]}"
+        cached, why = cls._load(folder, teacher, index_type, metric, nlist, pq_m, pca)
         if cached is not None:
             known = set(cached.ids)
             missing = sum(r["id"] not in known for r in dataset.meta)
@@ -175,7 +185,7 @@ class RetrievalIndex:
             why = f"{missing} trajectories of the dataset are not in it"
         log.info("building the retrieval index %s (%s) over %d trajectories", folder, why, len(dataset))
         start = time.time()
-        index, params = build_index(dataset, wm, index_type, metric, nlist, pq_m, batch)
+        index, params = build_index(dataset, wm, index_type, metric, nlist, pq_m, batch, pca)
         ids = [r["id"] for r in dataset.meta]
         meta = dict(teacher=teacher, teacher_file=None if teacher_path is None else pathlib.Path(teacher_path).name,
                     dataset=dataset_fingerprint(dataset.meta), index_type=index_type, metric=metric, params=params, n=len(ids),
@@ -190,7 +200,7 @@ class RetrievalIndex:
 
     @classmethod
     def _load(cls, folder: pathlib.Path, teacher: str, index_type: str, metric: str, nlist,
-              pq_m) -> tuple[RetrievalIndex | None, str]:
+              pq_m, pca=None) -> tuple[RetrievalIndex | None, str]:
         """(the cached index, "") or (None, why it cannot be used)."""
         if not (folder / "meta.json").is_file():
             return None, "no cache yet"
@@ -205,7 +215,7 @@ class RetrievalIndex:
         except Exception as e:  # json, faiss (RuntimeError), missing keys, ...
             warnings.warn(f"the retrieval cache {folder} is unreadable ({type(e).__name__}: {e}); rebuilding it")
             return None, "unreadable cache"
-        asked = {k: v for k, v in dict(nlist=nlist, m=pq_m).items() if v is not None}
+        asked = {k: v for k, v in dict(nlist=nlist, m=pq_m, pca=pca or None).items() if v is not None}
         if (meta["teacher"], meta["index_type"], meta["metric"]) != (teacher, index_type, metric):
             return None, "another teacher, index type or metric"
         if any(meta["params"].get(k) != v for k, v in asked.items()):
@@ -303,11 +313,11 @@ def _search(index: faiss.Index, queries: np.ndarray, n: int, nprobe: int) -> tup
 def retrieve(dataset, teacher_wm: WorldModel | None, teacher_path, query_images, action_dim: int, k: int = 500,
              index_type: str = "flat", metric: str = "l2", max_rounds: int = 6, allow_fewer: bool = False,
              nlist: int | None = None, nprobe: int | None = None, pq_m: int | None = None, batch: int = 256,
-             device="cpu") -> Retrieved:
+             device="cpu", pca: int | None = None) -> Retrieved:
     """The k trajectories of dataset whose first frames lie nearest (teacher encoder, L2) to the query
     frames (Q, R, R, 3) uint8 (or one (R, R, 3)), among those with native action dim == action_dim.
     metric "l2" (GSA) or "cosine" (centred keys, see the module docstring); index_type "flat" | "ivf" |
-    "ivfpq" (nlist, nprobe, pq_m: their settings; None = automatic). teacher_path names the teacher in the
+    "ivfpq" (nlist, nprobe, pq_m: their settings; None = automatic), pca: dims kept by a PCA in front (0/None: none). teacher_path names the teacher in the
     cache's meta.json; teacher_wm None: the teacher is built from it on `device`. Fewer than k compatible
     trajectories in the dataset: ValueError, unless allow_fewer (then all of them, with a warning)."""
     if teacher_wm is None:
@@ -334,7 +344,7 @@ def retrieve(dataset, teacher_wm: WorldModel | None, teacher_path, query_images,
                              f"or pass allow_fewer=True to use all {count}")
         warnings.warn(f"{message}; using all {count}")
         want = count
-    store = RetrievalIndex.open(dataset, teacher_wm, index_type, metric, teacher_path, nlist, pq_m, batch)
+    store = RetrievalIndex.open(dataset, teacher_wm, index_type, metric, teacher_path, nlist, pq_m, batch, pca)
     keys = embed(teacher_wm, queries)  # (Q, E)
     position = {r["id"]: i for i, r in enumerate(meta)}
     view = np.array([position.get(i, -1) for i in store.ids], np.int64)  # (ntotal,) index row -> dataset index

@@ -193,3 +193,20 @@ def test_targets_benchmark_measures_retrieval_purity(data, teacher):
     mixed = retrieval_purity(OfflineDataset(data, max_action_dim=12), str(teacher[1]), "dmc", "walker_walk", k=18)
     assert mixed["retrieval_k"] == 18 and set(mixed["retrieval_others"]) == {"cheetah_run"}  # more than 12 walkers
     assert mixed["retrieval_purity"] * 18 + mixed["retrieval_others"]["cheetah_run"] == pytest.approx(18)
+
+
+def test_a_pca_in_front_keeps_the_neighbours_and_its_own_cache(data, teacher, queries):
+    wm, path = teacher
+    dataset = OfflineDataset(data)
+    dim = wm.encoder.out_dim
+    for body, metric, kind in (("walker", "l2", "flat"), ("cheetah", "cosine", "ivf")):
+        flat = retrieve(dataset, wm, path, queries[body], A, k=12, metric=metric)
+        reduced = retrieve(dataset, wm, path, queries[body], A, k=12, metric=metric, index_type=kind, pca=16, nprobe=5)
+        assert reduced.index_dir.name.startswith(f"{kind}-pca16-{metric}-")
+        meta = json.loads((reduced.index_dir / "meta.json").read_text())
+        assert meta["params"]["pca"] == 16 and meta["dim"] == dim  # keys stay E-dim; the index holds 16
+        assert len(set(reduced.indices.tolist()) & set(flat.indices.tolist())) >= 10, (flat.describe(), reduced.describe())
+        again = retrieve(dataset, wm, path, queries[body], A, k=12, metric=metric, index_type=kind, pca=16, nprobe=5)
+        assert again.index_dir == reduced.index_dir and (again.indices == reduced.indices).all()
+    with pytest.raises(ValueError, match=f"pca={dim} must lie between 1 and the key dim"):
+        retrieve(dataset, wm, path, queries["walker"], A, k=12, pca=dim)

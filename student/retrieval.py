@@ -170,12 +170,14 @@ class RetrievalIndex:
 
     @classmethod
     def open(cls, dataset, wm: WorldModel, index_type: str = "flat", metric: str = "l2", teacher_path=None,
-             nlist: int | None = None, pq_m: int | None = None, batch: int = 256, pca: int | None = None) -> RetrievalIndex:
+             nlist: int | None = None, pq_m: int | None = None, batch: int = 256,
+             pca: int | None = None) -> RetrievalIndex:
         """The cached index if it is valid for this teacher and covers every trajectory of dataset; else
         build it (and cache it; a read-only dataset folder only warns)."""
         _check_teacher(wm)
         teacher = teacher_fingerprint(wm)
-        folder = pathlib.Path(dataset.root) / CACHE / f"{index_type}{f'-pca{pca}' if pca else ''}-{metric}-{teacher[:12]}"
+        kind = f"{index_type}-pca{pca}" if pca else index_type
+        folder = pathlib.Path(dataset.root) / CACHE / f"{kind}-{metric}-{teacher[:12]}"
         cached, why = cls._load(folder, teacher, index_type, metric, nlist, pq_m, pca)
         if cached is not None:
             known = set(cached.ids)
@@ -317,9 +319,10 @@ def retrieve(dataset, teacher_wm: WorldModel | None, teacher_path, query_images,
     """The k trajectories of dataset whose first frames lie nearest (teacher encoder, L2) to the query
     frames (Q, R, R, 3) uint8 (or one (R, R, 3)), among those with native action dim == action_dim.
     metric "l2" (GSA) or "cosine" (centred keys, see the module docstring); index_type "flat" | "ivf" |
-    "ivfpq" (nlist, nprobe, pq_m: their settings; None = automatic), pca: dims kept by a PCA in front (0/None: none). teacher_path names the teacher in the
-    cache's meta.json; teacher_wm None: the teacher is built from it on `device`. Fewer than k compatible
-    trajectories in the dataset: ValueError, unless allow_fewer (then all of them, with a warning)."""
+    "ivfpq" (nlist, nprobe, pq_m: their settings; None = automatic); pca: dims kept by a PCA in front of the
+    index (0/None: none). teacher_path names the teacher in the cache's meta.json; teacher_wm None: the teacher
+    is built from it on `device`. Fewer than k compatible trajectories in the dataset: ValueError, unless
+    allow_fewer (then all of them, with a warning)."""
     if teacher_wm is None:
         from teacher.model import build_teacher, read_teacher
         teacher_wm = build_teacher(read_teacher(teacher_path), device)

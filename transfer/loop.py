@@ -57,9 +57,10 @@ class Trainer:
         if cfg.trainer.eval_policy not in EVAL_POLICIES:
             raise ValueError(f"trainer.eval_policy={cfg.trainer.eval_policy!r}: use one of {', '.join(EVAL_POLICIES)}")
         if cfg.model.get("cuda_graphs"):
-            if resolve_device(cfg.device).type != "cuda":
+            device = resolve_device(cfg.device)
+            if device.type != "cuda":
                 raise ValueError(f"model.cuda_graphs=true needs a CUDA device (device={cfg.device} gives "
-                                 f"{resolve_device(cfg.device)}): use device=cuda or model.cuda_graphs=false")
+                                 f"{device}): use device=cuda or model.cuda_graphs=false")
             if cfg.model.get("compile"):
                 raise ValueError("model.cuda_graphs and model.compile do not mix: use one")
 

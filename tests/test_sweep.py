@@ -53,6 +53,10 @@ def test_plan_is_seed_major_with_variables(small, tmp_path):
     jobs = sweep.plan(spec, "r")
     assert {j.task for j in jobs} == {"reacher_easy"} and len(jobs) == 6
     assert jobs[1].overrides[4:8] == ["teacher=other.pt", "x=${method.name}", "trainer.steps=9", "task=reacher_easy"]
+    # --seed-list: only those seeds, of the ones each method has, still seed-major
+    assert order(sweep.plan(sweep.load_sweep(small), "r", only_seeds=[2, 1])) == [
+        (1, w, "dreamer"), (1, w, "finetune"), (1, c, "dreamer"), (1, c, "finetune"), (2, w, "finetune"), (2, c, "finetune")]
+    assert sweep.plan(sweep.load_sweep(small), "r", only_seeds=[7]) == []
     # --seeds-scale: seeds x scale, rounded, at least 1
     assert [m["seeds"] for m in sweep.load_sweep(small, seeds_scale=2)["methods"].values()] == [4, 2, 6]
     assert [m["seeds"] for m in sweep.load_sweep(small, seeds_scale=0.1)["methods"].values()] == [1, 1, 1]
@@ -103,6 +107,8 @@ def test_dry_run_lists_done_and_missing(small, tmp_path, capsys):
     assert lines[4].startswith("[4/6] missing dreamer cheetah_run seed1: ") and lines[4].endswith(f"run_dir={partial}")
     assert "trainer.threads=1 task=cheetah_run seed=1" in lines[4]
     assert sorted(root.rglob("*")) == before  # nothing ran, nothing written
+    assert sweep.main([str(small), "--root", str(root), "--seed-list", "9", "--dry-run"]) == 2   # no such seed
+    assert "--seed-list [9] names no seed" in capsys.readouterr().err
     assert sweep.main([*argv, "trainer.steps=1000"]) == 0  # the last trainer.steps is the budget
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("sweep small: 3 methods x 1 tasks, 6 runs (0 done, 6 missing)")

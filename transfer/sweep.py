@@ -1,7 +1,7 @@
 """Run a comparison, methods x tasks x seeds, and write its report:
 
-    python -m transfer.sweep SWEEP.yaml [--tasks T1 T2 ...] [--methods L1 L2 ...] [--seeds-scale X] [--set NAME=VALUE ...]
-        [--jobs N] [--root runs/sweeps] [--out DIR] [--metric auto|return|success] [--dry-run]
+    python -m transfer.sweep SWEEP.yaml [--tasks T1 T2 ...] [--methods L1 L2 ...] [--seeds-scale X] [--seed-list K ...]
+        [--set NAME=VALUE ...] [--jobs N] [--root runs/sweeps] [--out DIR] [--metric auto|return|success] [--dry-run]
         [--no-diagnose] [-- HYDRA_OVERRIDE ...]
 
 The sweep file (example: configs/sweep/noncurated_mw.yaml):
@@ -27,7 +27,8 @@ done when its metrics.jsonl has a "final/return" row, at a step >= the run's bud
 one (the last `trainer.steps=N`): done runs start no process; others are (re)started with the same run_dir,
 which resumes from its checkpoint, so a killed sweep reruns only what is missing, and raising the budget
 (e.g. `-- trainer.steps=40000`) extends finished runs from where they stopped.
---seeds-scale X runs max(1, round(seeds * X)) seeds per method. A failed run (nonzero exit, or exit 0 without
+--seeds-scale X runs max(1, round(seeds * X)) seeds per method; --seed-list K ... runs only those seeds (of the ones
+each method has: `--seed-list 1 2` adds seeds 1-2 to a sweep whose seed 0 ran elsewhere). A failed run (nonzero exit, or exit 0 without
 a final row) is reported and the sweep goes on; the exit code is then 1. --jobs N runs N at a time.
 
 After a run finishes (and for a done run without diagnostics.json), `python -m transfer.diagnose RUN_DIR`
@@ -175,14 +176,15 @@ def load_sweep(path, tasks=None, set_vars=(), seeds_scale: float = 1.0, extra=()
     return {"name": str(spec.get("name") or path.stem), "tasks": [str(t) for t in tasks], "methods": out}
 
 
-def plan(sweep: dict, root) -> list[Job]:
-    """Every run in seed-major order: for each seed, for each task, each method that has that seed."""
+def plan(sweep: dict, root, only_seeds=None) -> list[Job]:
+    """Every run in seed-major order: for each seed (of `only_seeds` when given), for each task, each method that
+    has that seed."""
     base = pathlib.Path(root) / sweep["name"]
     jobs = []
     for seed in range(max(m["seeds"] for m in sweep["methods"].values())):
         for task in sweep["tasks"]:
             for label, method in sweep["methods"].items():
-                if seed < method["seeds"]:
+                if seed < method["seeds"] and (only_seeds is None or seed in only_seeds):
                     run_dir = base / label / task / f"seed{seed}"
                     jobs.append(Job(label, task, seed, run_dir,
                                     [*method["overrides"], f"task={task}", f"seed={seed}", f"run_dir={run_dir}"]))
@@ -308,6 +310,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", nargs="+", help="replaces the sweep file's task list")
     parser.add_argument("--methods", nargs="+", help="run only these method labels of the sweep file")
     parser.add_argument("--seeds-scale", type=float, default=1.0, help="seeds per method x this (at least 1)")
+    parser.add_argument("--seed-list", type=int, nargs="+", metavar="K", help="run only these seeds (0-based)")
     parser.add_argument("--set", dest="set_vars", action="append", default=[], metavar="NAME=VALUE",
                         help="set a sweep variable (repeatable)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
@@ -319,12 +322,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.seeds_scale <= 0:
         parser.error("--seeds-scale must be positive")
+    if args.seed_list and min(args.seed_list) < 0:
+        parser.error("--seed-list takes seeds >= 0")
     try:
         sweep = load_sweep(args.sweep, args.tasks, args.set_vars, args.seeds_scale, extra, args.methods)
     except (OSError, ValueError, yaml.YAMLError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    jobs = plan(sweep, args.root)
+    jobs = plan(sweep, args.root, args.seed_list)
+    if not jobs:
+        print(f"error: no run left: --seed-list {args.seed_list} names no seed that the methods have "
+              f"({ {k: m['seeds'] for k, m in sweep['methods'].items()} } seeds)", file=sys.stderr)
+        return 2
     base = pathlib.Path(args.root) / sweep["name"]
     done = [finished(job.run_dir, job.steps) for job in jobs]
     say(f"sweep {sweep['name']}: {len(sweep['methods'])} methods x {len(sweep['tasks'])} tasks, {len(jobs)} runs "

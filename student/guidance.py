@@ -110,6 +110,7 @@ class GuidedActing:
         self.stacks: list[np.ndarray | None] = [None] * num_envs  # each (k, R, R, 3) uint8, oldest first
         self.plans: list[tuple[int, int] | None] = [None] * num_envs  # (start, length) in agent steps
         self.t = np.zeros(num_envs, np.int64)  # agent step within the episode (0 at is_first)
+        self.episode_guided = np.zeros(num_envs, np.int64)  # guided acting steps of each env's current episode
         self.steps = self.guided_steps = self.episodes = self.guided_episodes = 0
         self._window = [0, 0]  # (steps, guided steps) since the last metrics() call
         self.last_probability = schedule.probability(0)
@@ -120,7 +121,7 @@ class GuidedActing:
         frame = np.asarray(obs["image"], np.uint8)  # (R, R, 3)
         if obs["is_first"]:
             self.stacks[i] = np.repeat(frame[None], self.frames, axis=0)  # (k, R, R, 3)
-            self.t[i] = 0
+            self.t[i] = self.episode_guided[i] = 0
             self.plans[i] = self.schedule.plan(step, rng)
             self.last_probability = self.schedule.probability(step)
             self.episodes += 1
@@ -134,6 +135,7 @@ class GuidedActing:
             guided = self.use_prior(i)
             self.steps += 1
             self.guided_steps += guided
+            self.episode_guided[i] += guided
             self._window[0] += 1
             self._window[1] += guided
 
@@ -172,6 +174,10 @@ class GuidedActing:
             actions[guided] = self.act(np.flatnonzero(guided))
         return actions, guided
 
+    def episode_info(self, i: int) -> dict:
+        """For env i's episode (read when it ends): the share of its acting steps that the prior took."""
+        return {"train/guided": float(self.episode_guided[i]) / max(int(self.t[i]), 1)}
+
     def metrics(self) -> dict:
         """Guidance logs: the fraction of acting steps guided since the last call and overall, the
         fraction of guided episodes and the schedule's probability at the last episode start."""
@@ -187,10 +193,11 @@ def attach(ctx) -> None:
     """The `guidance` part (ctx: transfer's Context): execution guidance in the loop by the `prior` artifact, a
     factory make_guide(schedule, num_envs) -> GuidedActing (or a subclass with its own prior; bc_prior and vae_prior
     provide one). The guide acts on GSA's schedule (method.schedule) as an acting hook and logs its guided
-    fractions; ctx.add_prior gets the same prior acting whole episodes (the Trainer's evaluate_prior)."""
+    fractions (and each training episode's, train/guided); ctx.add_prior gets the same prior acting whole episodes (the Trainer's evaluate_prior)."""
     make_guide = ctx.artifacts["prior"]
     schedule = make_schedule(ctx.method.schedule, ctx.spec.episode_length, ctx.run.warmup)
     guide, rng = make_guide(schedule, ctx.num_envs), ctx.rng("guidance", ctx.run.seed + 7)
     ctx.add_acting_hook(lambda obs, action, step: guide.apply(obs, action, step, rng)[0])
     ctx.add_log_source(guide.metrics)
+    ctx.add_episode_source(guide.episode_info)
     ctx.add_prior(lambda n: make_guide(GuidanceSchedule.always(schedule.episode_length), n))

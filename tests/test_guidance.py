@@ -219,6 +219,7 @@ def test_guided_acting_acts_only_inside_the_plans():
     obs = [env.reset() for env in envs]
     episodes = [[o["image"]] for o in obs]  # this episode's frames, per env
     step, seen_plans, guided_total, acting_total = 0, [], 0, 0
+    episode_guided, shares = [0, 0], []  # this episode's guided steps per env; (share logged, share counted)
     while step < 560:  # 7 episodes per env, starting at env steps 0, 80, ..., 480
         agent = np.full((2, A), -0.25, np.float32) * envs[0].spec.action_mask
         actions, guided = guide.apply(obs, agent, step, rng)
@@ -226,6 +227,7 @@ def test_guided_acting_acts_only_inside_the_plans():
             if o["is_first"]:
                 episodes[i] = [o["image"]]
                 seen_plans.append((step, guide.plans[i]))
+                episode_guided[i] = 0
             t = len(episodes[i]) - 1
             np.testing.assert_array_equal(guide.stack(i), stack_frames(np.stack(episodes[i]), t))
             plan = guide.plans[i]
@@ -239,6 +241,9 @@ def test_guided_acting_acts_only_inside_the_plans():
                 np.testing.assert_array_equal(actions[i], agent[i])
             acting_total += not o["is_last"]
             guided_total += bool(guided[i])
+            episode_guided[i] += bool(guided[i])
+            if o["is_last"]:  # the loop reads the episode's share now (train/guided)
+                shares.append((guide.episode_info(i)["train/guided"], episode_guided[i] / t_len))
         stepped = sum(not o["is_last"] for o in obs)
         obs = [env.reset() if o["is_last"] else env.step(a) for env, o, a in zip(envs, obs, actions)]
         for i, o in enumerate(obs):
@@ -248,6 +253,8 @@ def test_guided_acting_acts_only_inside_the_plans():
     later = [plan for s, plan in seen_plans if s >= 40]
     assert any(p is None for p in later) and any(p is not None and p != (0, t_len) for p in later)
     assert guide.guided_steps == guided_total and guide.steps == acting_total
+    assert len(shares) >= 12 and all(logged == pytest.approx(counted) for logged, counted in shares)
+    assert {round(x) for x, _ in shares if x in (0.0, 1.0)} == {0, 1} and any(0 < x < 1 for x, _ in shares)
     logs = guide.metrics()
     assert logs["guidance/fraction"] == pytest.approx(guided_total / acting_total)
     assert guide.metrics()["guidance/fraction"] == 0  # the window restarts after each call

@@ -8,6 +8,8 @@
   VAE decoder, `prior_kind`): success at the last step (Meta-World's score), success at any step and
   return over `--episodes` evaluation episodes, the prior acting whole episodes;
 - guidance: the guided fraction of acting steps in the first and the last logged interval;
+- training episodes: how many, how many succeeded (at any step), and how many of those the prior took part in
+  (train/guided > 0; null for runs that log no train/guided);
 - the reward head on successful episodes: the target task's successful episodes in the offline dataset
   (recorded rewards; the world model never saw them) filtered by the run's world model: R^2 and
   correlation of predicted against real per-step rewards, and the mean predicted against real return;
@@ -219,6 +221,12 @@ def from_metrics(run: pathlib.Path) -> dict:
     if guided:
         out.update(guided_fraction_first=guided[0], guided_fraction_last=guided[-1],
                    guided_fraction_total=[r["guidance/fraction_total"] for r in rows if "guidance/fraction_total" in r][-1])
+    episodes = [r for r in rows if "train/success" in r]
+    if episodes:  # successful (at any step) training episodes; guided: the prior took some of its steps
+        won = [r for r in episodes if r["train/success"] > 0]
+        logged = any("train/guided" in r for r in episodes)  # runs with guidance (and this version of the loop)
+        out.update(train_episodes=len(episodes), train_successes=len(won),
+                   train_successes_guided=sum(r.get("train/guided", 0.0) > 0 for r in won) if logged else None)
     weights = [r for r in rows if any(k.startswith("distill/weight_") for k in r)]
     if weights:
         last = weights[-max(len(weights) // 4, 1):]

@@ -81,6 +81,7 @@ class Trainer:
         self.batch_source = self.replay.sample  # (B, T) -> world-model batch of numpy arrays
         self.acting_hooks: list = []    # (obs list, actions (N, A) np, env step) -> executed actions (N, A)
         self.log_sources: list = []     # () -> {name: float}, merged into each train log row
+        self.episode_sources: list = []  # (env index) -> {name: float}, merged into its finished episode's row
         self.logger_rows: list = []     # {name: float} rows written once the logger exists (setup results)
         self.priors: list = []          # (num_envs) -> GuidedActing whose prior acts whole episodes (diagnostics)
         self.artifacts: dict = {}       # what a component provides to later ones (transfer/components.py)
@@ -113,7 +114,7 @@ class Trainer:
                        teacher=self.teacher, resuming=self.ckpt_path.exists(), num_envs=self.envs.num_envs,
                        agent=self.agent, replay=self.replay, artifacts=self.artifacts, rng=self.rng,
                        add_acting_hook=self.acting_hooks.append, add_log_source=self.log_sources.append,
-                       log_once=self.logger_rows.append, add_prior=self.priors.append,
+                       add_episode_source=self.episode_sources.append, log_once=self.logger_rows.append, add_prior=self.priors.append,
                        set_batch_source=lambda fn: setattr(self, "batch_source", fn), step=lambda: self.step)
 
     def rng(self, name: str, seed) -> np.random.Generator:
@@ -181,7 +182,9 @@ class Trainer:
                 self.logger.write(self.step, {"train/return": ep["ret"], "train/length": ep["length"],
                                               "train/success": ep["success"],
                                               "train/success_final": ep["success_final"],
-                                              "train/episodes": self.episodes})
+                                              "train/episodes": self.episodes,
+                                              **{k: v for source in self.episode_sources
+                                                 for k, v in source(ep["env"]).items()}})
                 self.logger.progress(self.step, ep["ret"])
             prev_action = action.astype(np.float32)
             stepped = sum(not o["is_last"] for o in obs)  # envs at is_last get reset, not stepped

@@ -22,6 +22,8 @@ KNOWN = [
     "prior_kind", "prior_alone_success", "prior_alone_success_any", "prior_alone_return", "prior_alone_episodes",
     # execution guidance: guided fraction of acting steps
     "guided_fraction_first", "guided_fraction_last", "guided_fraction_total",
+    # training episodes, those successful at any step, and of those the ones the prior took part in
+    "train_episodes", "train_successes", "train_successes_guided",
     # the reward head on the target's successful offline episodes
     "reward_fit_episodes", "reward_fit_r2", "reward_fit_corr", "reward_fit_pred_return", "reward_fit_real_return",
     # the learned actor's deterministic actions on the same expert states: MSE, sign agreement, mean actions

@@ -193,7 +193,8 @@ def attach(ctx) -> None:
     """The `guidance` part (ctx: transfer's Context): execution guidance in the loop by the `prior` artifact, a
     factory make_guide(schedule, num_envs) -> GuidedActing (or a subclass with its own prior; bc_prior and vae_prior
     provide one). The guide acts on GSA's schedule (method.schedule) as an acting hook and logs its guided
-    fractions (and each training episode's, train/guided); ctx.add_prior gets the same prior acting whole episodes (the Trainer's evaluate_prior)."""
+    fractions (and each training episode's, train/guided); ctx.add_prior gets the same prior acting whole episodes
+    (the Trainer's evaluate_prior)."""
     make_guide = ctx.artifacts["prior"]
     schedule = make_schedule(ctx.method.schedule, ctx.spec.episode_length, ctx.run.warmup)
     guide, rng = make_guide(schedule, ctx.num_envs), ctx.rng("guidance", ctx.run.seed + 7)

@@ -47,7 +47,8 @@ def test_diagnose_a_gsa_run(gsa_run):
     assert out["prior_kind"] == "bc" and out["prior_alone_episodes"] == 2
     assert 0.0 <= out["prior_alone_success"] <= out["prior_alone_success_any"] <= 1.0
     assert out["guided_fraction_first"] == 1.0 and 0.0 <= out["guided_fraction_last"] <= 1.0
-    assert out["train_episodes"] >= 2 and 0 <= out["train_successes_guided"] <= out["train_successes"] <= out["train_episodes"]
+    assert out["train_episodes"] >= 2
+    assert 0 <= out["train_successes_guided"] <= out["train_successes"] <= out["train_episodes"]
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     shares = [r["train/guided"] for r in rows if "train/success" in r]   # every training episode logs its share
     assert len(shares) == out["train_episodes"] and shares[0] == 1.0 and all(0 <= x <= 1 for x in shares)

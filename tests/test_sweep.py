@@ -55,7 +55,8 @@ def test_plan_is_seed_major_with_variables(small, tmp_path):
     assert jobs[1].overrides[4:8] == ["teacher=other.pt", "x=${method.name}", "trainer.steps=9", "task=reacher_easy"]
     # --seed-list: only those seeds, of the ones each method has, still seed-major
     assert order(sweep.plan(sweep.load_sweep(small), "r", only_seeds=[2, 1])) == [
-        (1, w, "dreamer"), (1, w, "finetune"), (1, c, "dreamer"), (1, c, "finetune"), (2, w, "finetune"), (2, c, "finetune")]
+        (1, w, "dreamer"), (1, w, "finetune"), (1, c, "dreamer"), (1, c, "finetune"),
+        (2, w, "finetune"), (2, c, "finetune")]
     assert sweep.plan(sweep.load_sweep(small), "r", only_seeds=[7]) == []
     # --seeds-scale: seeds x scale, rounded, at least 1
     assert [m["seeds"] for m in sweep.load_sweep(small, seeds_scale=2)["methods"].values()] == [4, 2, 6]

@@ -51,7 +51,7 @@ class Context:
     rng: Callable[[str, int], np.random.Generator]   # (name, seed) -> a stream the Trainer saves and restores
     add_acting_hook: Callable  # hook(obs list, actions (N, A) np, env step) -> executed actions (N, A)
     add_log_source: Callable   # source() -> {name: float}, merged into each train log row
-    add_episode_source: Callable  # source(env index) -> {name: float}, merged into the row of that env's finished episode
+    add_episode_source: Callable  # source(env index) -> {name: float}, merged into that env's finished episode's row
     log_once: Callable         # (row {name: float}) written once the logger exists (setup results)
     add_prior: Callable        # factory(num_envs) -> GuidedActing whose prior acts whole episodes (diagnostics)
     set_batch_source: Callable  # fn(B, T) -> world-model batch of numpy arrays, instead of replay.sample

@@ -114,7 +114,8 @@ class Trainer:
                        teacher=self.teacher, resuming=self.ckpt_path.exists(), num_envs=self.envs.num_envs,
                        agent=self.agent, replay=self.replay, artifacts=self.artifacts, rng=self.rng,
                        add_acting_hook=self.acting_hooks.append, add_log_source=self.log_sources.append,
-                       add_episode_source=self.episode_sources.append, log_once=self.logger_rows.append, add_prior=self.priors.append,
+                       add_episode_source=self.episode_sources.append, log_once=self.logger_rows.append,
+                       add_prior=self.priors.append,
                        set_batch_source=lambda fn: setattr(self, "batch_source", fn), step=lambda: self.step)
 
     def rng(self, name: str, seed) -> np.random.Generator:

@@ -28,8 +28,9 @@ one (the last `trainer.steps=N`): done runs start no process; others are (re)sta
 which resumes from its checkpoint, so a killed sweep reruns only what is missing, and raising the budget
 (e.g. `-- trainer.steps=40000`) extends finished runs from where they stopped.
 --seeds-scale X runs max(1, round(seeds * X)) seeds per method; --seed-list K ... runs only those seeds (of the ones
-each method has: `--seed-list 1 2` adds seeds 1-2 to a sweep whose seed 0 ran elsewhere). A failed run (nonzero exit, or exit 0 without
-a final row) is reported and the sweep goes on; the exit code is then 1. --jobs N runs N at a time.
+each method has: `--seed-list 1 2` adds seeds 1-2 to a sweep whose seed 0 ran elsewhere). A failed run (nonzero
+exit, or exit 0 without a final row) is reported and the sweep goes on; the exit code is then 1. --jobs N runs N
+at a time.
 
 After a run finishes (and for a done run without diagnostics.json), `python -m transfer.diagnose RUN_DIR`
 writes RUN_DIR/diagnostics.json when that module exists (--no-diagnose: never); its failure only warns.
@@ -331,8 +332,9 @@ def main(argv=None) -> int:
         return 2
     jobs = plan(sweep, args.root, args.seed_list)
     if not jobs:
-        print(f"error: no run left: --seed-list {args.seed_list} names no seed that the methods have "
-              f"({ {k: m['seeds'] for k, m in sweep['methods'].items()} } seeds)", file=sys.stderr)
+        seeds = {label: method["seeds"] for label, method in sweep["methods"].items()}
+        print(f"error: no run left: --seed-list {args.seed_list} names no seed that the methods have ({seeds} seeds)",
+              file=sys.stderr)
         return 2
     base = pathlib.Path(args.root) / sweep["name"]
     done = [finished(job.run_dir, job.steps) for job in jobs]

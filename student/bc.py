@@ -155,12 +155,23 @@ def check_masks(policy: BCPolicy, data: BCData):
                          "train on trajectories of the task's embodiment only")
 
 
+def weight_ema(policy: BCPolicy, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of the policy's weights (torch.optim.swa_utils; `average` of train_bc):
+    its first update copies the weights, each later one moves them by (1 - decay) towards the policy's."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"an EMA decay must lie in (0, 1), got {decay}")
+    return AveragedModel(policy, multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+
 def train_bc(policy: BCPolicy, dataset, indices, steps: int, batch: int = 256, lr: float = 1e-4,
              device="cpu", rng: np.random.Generator | None = None, pad: int = 3,
-             optimizer: torch.optim.Optimizer | None = None, progress: bool = False) -> list[float]:
+             optimizer: torch.optim.Optimizer | None = None, progress: bool = False,
+             average: torch.optim.swa_utils.AveragedModel | None = None) -> list[float]:
     """`steps` Adam updates of the masked MSE between policy(random_shift(stack)) and the next action,
     on batches drawn from the trajectories `indices` of `dataset` (an OfflineDataset; or a prebuilt
-    BCData, then indices must be None). Returns the loss of every update (floats)."""
+    BCData, then indices must be None). `average` (e.g. an EMA of the weights, torch.optim.swa_utils) is
+    updated after every update. Returns the loss of every update (floats)."""
     rng = np.random.default_rng() if rng is None else rng
     data = dataset if isinstance(dataset, BCData) else BCData(dataset, indices, policy.frames)
     if isinstance(dataset, BCData) and indices is not None:
@@ -182,6 +193,8 @@ def train_bc(policy: BCPolicy, dataset, indices, steps: int, batch: int = 256, l
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if average is not None:
+            average.update_parameters(policy)
         losses.append(float(loss.detach()))
         if len(losses) % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from envs import make_env
-from student.bc import BCPolicy, train_bc
+from student.bc import BCPolicy, train_bc, weight_ema
 from student.guidance import GuidedActing
 from teacher.data.dataset import OfflineDataset
 from teacher.model import build_teacher
@@ -87,8 +87,11 @@ def bc_prior(ctx, dataset: OfflineDataset, indices: list[int]) -> BCPolicy:
         policy.load_state_dict(torch.load(path, map_location=ctx.device))
         return policy
     log.info("training the BC prior on %d retrieved trajectories for %d updates", len(indices), c.steps)
+    average = weight_ema(policy, c.ema) if c.get("ema") else None
     losses = train_bc(policy, dataset, indices, c.steps, batch=c.batch, lr=c.lr, device=ctx.device,
-                      rng=np.random.default_rng(ctx.run.seed), progress=ctx.run.progress)
+                      rng=np.random.default_rng(ctx.run.seed), progress=ctx.run.progress, average=average)
+    if average is not None:  # the prior that acts is the average of the weights (method.bc.ema)
+        policy.load_state_dict(average.module.state_dict())
     ctx.log_once({"bc/first_loss": losses[0], "bc/final_loss": float(np.mean(losses[-10:]))})
     torch.save(policy.state_dict(), path)
     return policy

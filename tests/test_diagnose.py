@@ -46,6 +46,7 @@ def test_diagnose_a_gsa_run(gsa_run):
     assert out["retrieval_embodiment_share"] == 1.0
     assert out["prior_kind"] == "bc" and out["prior_alone_episodes"] == 2
     assert 0.0 <= out["prior_alone_success"] <= out["prior_alone_success_any"] <= 1.0
+    assert 0.0 <= out["prior_start_success"] <= 1.0 and math.isfinite(out["prior_start_return"])  # before the run
     assert out["guided_fraction_first"] == 1.0 and 0.0 <= out["guided_fraction_last"] <= 1.0
     assert out["train_episodes"] >= 2
     assert 0 <= out["train_successes_guided"] <= out["train_successes"] <= out["train_episodes"]

@@ -51,15 +51,23 @@ def test_gsa_end_to_end(tmp_path, teacher, env, task, embodiment):
     guided = [r["guidance/fraction"] for r in rows if "guidance/fraction" in r]
     assert guided and all(0.0 <= g <= 1.0 for g in guided)
     assert guided[0] == 1.0                                # warm-up episodes are guided whole
+    start = [r for r in rows if "prior/success_final" in r]  # the prior alone, before the run (final_eval_episodes)
+    assert len(start) == 1 and start[0]["step"] == 0 and start[0]["prior/episodes"] == 1
+    assert start[0]["prior/guided"] == 1.0 and 0.0 <= start[0]["prior/success_final"] <= 1.0
 
 
 def test_gsa_ablation_switches(tmp_path, teacher):
     base = ["env=dmc", "task=cartpole_balance", "env.episode_frames=40", "trainer.steps=60", "method.retrieval.k=3"]
     no_rehearsal = run_gsa(tmp_path / "a", teacher, *base, "method.rehearsal=false")
     assert not isinstance(no_rehearsal.batch_source, Rehearsal) and no_rehearsal.acting_hooks
+    run_gsa(tmp_path / "a", teacher, *base, "method.rehearsal=false", "trainer.steps=80")  # resumed: no 2nd prior eval
+
+    def prior_rows(run):
+        return [line for line in (run / "metrics.jsonl").read_text().splitlines() if '"prior/return"' in line]
+    assert len(prior_rows(tmp_path / "a")) == 1
     no_guidance = run_gsa(tmp_path / "b", teacher, *base, "method.guidance=false")
     assert isinstance(no_guidance.batch_source, Rehearsal) and not no_guidance.acting_hooks
-    assert not (tmp_path / "b" / "bc_prior.pt").exists()
+    assert not (tmp_path / "b" / "bc_prior.pt").exists() and not prior_rows(tmp_path / "b")
     # resume keeps the retrieved set (read back from the run directory, not retrieved again)
     first = json.loads((tmp_path / "b" / "retrieved.json").read_text())
     again = run_gsa(tmp_path / "b", teacher, *base, "method.guidance=false", "trainer.steps=80")

@@ -5,7 +5,7 @@ import torch
 
 from envs import make_env
 from envs.list import suite_config
-from student.bc import BCData, BCPolicy, frame_indices, masked_mse, random_shift, stack_frames, train_bc
+from student.bc import BCData, BCPolicy, frame_indices, masked_mse, random_shift, stack_frames, train_bc, weight_ema
 from student.guidance import GuidanceSchedule, GuidedActing
 from teacher.data.dataset import OfflineDataset
 from teacher.data.writer import DatasetWriter
@@ -203,6 +203,24 @@ def test_train_bc_lowers_the_loss(dataset):
     assert last < 0.5 * first, (first, last)
     assert last < 0.8 * constant, (constant, last)  # it learned frame -> next action, not just the mean
     assert not policy.training
+
+
+def test_train_bc_keeps_an_ema_of_the_weights(dataset):
+    """method.bc.ema: after updates w1, w2, w3 the average is d^2 w1 + d(1 - d) w2 + (1 - d) w3."""
+    torch.manual_seed(0)
+    policy, decay = BCPolicy(walker_mask(), **SMALL), 0.7
+    data, rng = BCData(dataset, np.arange(len(dataset))), np.random.default_rng(0)
+    optimizer, average, seen = torch.optim.Adam(policy.parameters(), lr=1e-3), weight_ema(policy, decay), []
+    for _ in range(3):
+        train_bc(policy, data, None, steps=1, batch=8, rng=rng, optimizer=optimizer, average=average)
+        seen.append({k: v.clone() for k, v in policy.state_dict().items()})
+    got = average.module.state_dict()
+    for k in ("head.0.weight", "encoder.0.bias"):
+        want = decay ** 2 * seen[0][k] + decay * (1 - decay) * seen[1][k] + (1 - decay) * seen[2][k]
+        torch.testing.assert_close(got[k], want)
+        assert not torch.allclose(got[k], seen[2][k])
+    with pytest.raises(ValueError, match="decay"):
+        weight_ema(policy, 1.0)
 
 
 # ---- acting -------------------------------------------------------------------------------------

@@ -217,6 +217,9 @@ def from_metrics(run: pathlib.Path) -> dict:
     final = [r for r in rows if "final/return" in r]
     if final:  # real, to set against policy_imagined_return (same policy: sampled actions or the mean)
         out.update(policy_final_return=final[-1]["final/return"], policy_final_sampled=final[-1].get("final/sampled", 0.0))
+    start = [r for r in rows if "prior/success_final" in r]
+    if start:  # the guidance prior acting alone before the run (trainer.prior_eval_episodes)
+        out.update(prior_start_success=start[0]["prior/success_final"], prior_start_return=start[0]["prior/return"])
     guided = [r["guidance/fraction"] for r in rows if "guidance/fraction" in r]
     if guided:
         out.update(guided_fraction_first=guided[0], guided_fraction_last=guided[-1],

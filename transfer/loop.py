@@ -164,6 +164,11 @@ class Trainer:
         state = self.agent.initial_state(n)
         prev_action = np.zeros((n, self.cfg.max_action_dim), np.float32)
         stats = EpisodeStats(n)
+        if self.step == 0 and self.priors and t.get("prior_eval_episodes", 0) > 0:
+            with sw.section("evaluation"):  # the guidance prior's quality, visible before it guides anything
+                alone = self.evaluate_prior(t.prior_eval_episodes)
+            self.logger.write(0, alone)
+            log.info("guidance prior alone: %s", " ".join(f"{k}={v:.3g}" for k, v in alone.items()))
         self.last_save, train_metrics, t0, step0 = time.time(), [], time.time(), self.step
         while self.step < t.steps:
             with sw.section("acting"):

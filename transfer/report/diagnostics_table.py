@@ -20,6 +20,8 @@ KNOWN = [
     "retrieval_trajectories", "retrieval_target_share", "retrieval_embodiment_share", "dataset_target_trajectories",
     # the guidance prior acting alone (bc: GSA's BC prior, vae: the hybrid's action-replay decoder)
     "prior_kind", "prior_alone_success", "prior_alone_success_any", "prior_alone_return", "prior_alone_episodes",
+    # the same prior acting alone before the run started (trainer.prior_eval_episodes: the run's first prior/* row)
+    "prior_start_success", "prior_start_return",
     # execution guidance: guided fraction of acting steps
     "guided_fraction_first", "guided_fraction_last", "guided_fraction_total",
     # training episodes, those successful at any step, and of those the ones the prior took part in

@@ -52,7 +52,7 @@ def task_mask(dataset: OfflineDataset, indices: list[int]) -> np.ndarray:
     return mask
 
 
-def one_seed(data: BCData, mask, task: str, seed: int, checkpoints: list[int], episodes: int, weights) -> dict:
+def one_seed(data: BCData, mask, task: str, seed: int, checkpoints: list[int], episodes: int, weights, **env) -> dict:
     torch.manual_seed(seed)
     policy, rng = BCPolicy(mask), np.random.default_rng(seed)
     optimizer = torch.optim.Adam(policy.parameters(), lr=1e-4)
@@ -61,9 +61,11 @@ def one_seed(data: BCData, mask, task: str, seed: int, checkpoints: list[int], e
     for step in checkpoints:
         losses = train_bc(policy, data, None, step - done, rng=rng, optimizer=optimizer, average=average)
         done, trained = step, round(time.time() - start, 1)
-        alone = policy_alone(policy, "metaworld", task, episodes)
-        averaged = {f"ema_{k}": v for k, v in policy_alone(average.module.eval(), "metaworld", task, episodes).items()}
-        row["checkpoints"][str(step)] = dict(alone, **averaged, loss=float(np.mean(losses[-20:])), train_seconds=trained)
+        alone = policy_alone(policy, "metaworld", task, episodes, **env)
+        averaged = policy_alone(average.module.eval(), "metaworld", task, episodes, **env)
+        averaged = {f"ema_{k}": v for k, v in averaged.items()}
+        row["checkpoints"][str(step)] = dict(alone, **averaged, loss=float(np.mean(losses[-20:])),
+                                             train_seconds=trained)
         print(json.dumps({"seed": seed, "step": step, **row["checkpoints"][str(step)]}), flush=True)
     torch.save(policy.state_dict(), weights)
     torch.save(average.module.state_dict(), str(weights).replace(".pt", "_ema.pt"))
@@ -84,6 +86,7 @@ def main(argv=None):
     p.add_argument("--checkpoints", type=int, nargs="+", default=[1000, 2000], help="updates at which to evaluate")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--episode-frames", type=int, default=0, help="frames per evaluation episode (0: the suite's, 200)")
     p.add_argument("--ensemble-only", action="store_true", help="only evaluate the ensemble of the saved priors")
     p.add_argument("--out", default="benchmarks/results/prior_seeds.json")
     p.add_argument("--weights", default="runs/prior_seeds", help="folder for each seed's trained prior")
@@ -97,12 +100,14 @@ def main(argv=None):
     if not indices:
         raise SystemExit(f"{a.dataset} holds no trajectories of {a.task!r}")
     mask = task_mask(dataset, indices)
+    env = {"episode_frames": a.episode_frames} if a.episode_frames else {}
     if not a.ensemble_only:
         data = BCData(dataset, indices)
         for seed in a.seeds:
             weights = folder / f"{a.task}_seed{seed}.pt"
             if not weights.exists():
-                merge(out, (a.task, seed), one_seed(data, mask, a.task, seed, sorted(a.checkpoints), a.episodes, weights))
+                row = one_seed(data, mask, a.task, seed, sorted(a.checkpoints), a.episodes, weights, **env)
+                merge(out, (a.task, seed), row)
     for kind in ("", "_ema"):  # the mean action of the final priors, and of their weight averages
         members = []
         for seed in a.seeds:
@@ -113,9 +118,11 @@ def main(argv=None):
                 members.append(policy.eval())
         if len(members) > 1:
             name = f"ensemble{len(members)}{kind}"
-            alone = policy_alone(MeanPolicy(members), "metaworld", a.task, a.episodes)
+            alone = policy_alone(MeanPolicy(members), "metaworld", a.task, a.episodes, **env)
             print(json.dumps({"seed": name, **alone}), flush=True)
             merge(out, (a.task, name), {"task": a.task, "seed": name, **alone})
+    return json.loads(out.read_text()) if out.exists() else []
+
 
 if __name__ == "__main__":
     main()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.targets import A, policy_alone
+from benchmarks.targets import A, policy_alone, task_mask
 from student.bc import BCData, BCPolicy, train_bc, weight_ema
 from teacher.data.dataset import OfflineDataset
 
@@ -44,12 +44,6 @@ class MeanPolicy(nn.Module):
     @torch.no_grad()
     def act(self, stacks: np.ndarray) -> np.ndarray:
         return self(torch.as_tensor(np.asarray(stacks))).float().numpy()
-
-
-def task_mask(dataset: OfflineDataset, indices: list[int]) -> np.ndarray:
-    mask = np.zeros(A, np.float32)
-    mask[: dataset.meta[indices[0]]["action_dim"]] = 1
-    return mask
 
 
 def one_seed(data: BCData, mask, task: str, seed: int, checkpoints: list[int], episodes: int, weights, **env) -> dict:

@@ -74,13 +74,19 @@ def policy_alone(policy, suite: str, task: str, episodes: int, seed: int = 0, **
             "bc_alone_guided": float(guide.guided_steps / max(guide.steps, 1))}
 
 
+def task_mask(dataset, indices: list[int]) -> np.ndarray:
+    """(A,) action mask of the task whose trajectories are `indices`: 1 on its native dims."""
+    mask = np.zeros(A, np.float32)
+    mask[: dataset.meta[indices[0]]["action_dim"]] = 1
+    return mask
+
+
 def bc_alone(dataset, suite: str, task: str, steps: int, episodes: int, seed: int = 0) -> dict:
     from student.bc import BCPolicy, train_bc
     indices = [i for i, r in enumerate(dataset.meta) if r["task"] == task]
     if not indices or steps <= 0:
         return {}
-    mask = np.zeros(A, np.float32)
-    mask[: dataset.meta[indices[0]]["action_dim"]] = 1
+    mask = task_mask(dataset, indices)
     torch.manual_seed(seed)
     policy = BCPolicy(mask)
     start = time.time()

@@ -5,7 +5,8 @@ student's feature space) and the source domain's one-hot.
     decoder [s, z, onehot_k] -> units -> hidden (the "replay features") -> tanh -> a    (A,)
     loss = masked MSE(a_hat, a) + kl_scale * KL(N(mu, std) || N(0, 1))
 
-At sampling time z ~ N(0, 1) clipped to [-0.5, 0.5] (the authors' choice). Actions are padded to A
+At sampling time z ~ N(0, 1) clipped to [-0.5, 0.5] (the authors' choice); as a guidance prior the decoder
+can instead act with z = 0, the prior's mean (`act(..., sample=False)`). Actions are padded to A
 with a mask: dims outside the source's native action are excluded from the MSE; replayed actions are
 zero outside the target's (this VAE's) mask.
 """
@@ -43,9 +44,10 @@ class ActionVAE(nn.Module):
         z = self.prior_z(feat.shape[:-1], feat.device) if z is None else z
         return self.decoder(torch.cat([feat, z.to(feat.dtype), self.onehot(domain).to(feat.dtype)], -1))
 
-    def act(self, feat: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
-        """Replayed action (..., A) in [-1, 1], padded dims zero."""
-        return torch.tanh(self.out(self.features(feat, domain))) * self.mask
+    def act(self, feat: torch.Tensor, domain: torch.Tensor, sample: bool = True) -> torch.Tensor:
+        """Replayed action (..., A) in [-1, 1], padded dims zero; z sampled (clipped) or, sample=False, z = 0."""
+        z = None if sample else torch.zeros(*feat.shape[:-1], self.latent, device=feat.device)
+        return torch.tanh(self.out(self.features(feat, domain, z))) * self.mask
 
     def loss(self, feat: torch.Tensor, action: torch.Tensor, domain: torch.Tensor, valid: torch.Tensor | None = None,
              mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:

@@ -210,7 +210,8 @@ class ActionReplay:
         student = self.agent.wm.rssm.feat(latent)  # (N, Fs)
         tfeat = teacher.rssm.feat(new).reshape(kt, n, -1).transpose(0, 1)  # (N, kt, Ft)
         domain = self.d.choose(tfeat, student)
-        self.last_prior = self.vae.act(student, domain).float().cpu().numpy()  # (N, A)
+        sample = self.m.action_replay.get("prior_z", "sample") == "sample"  # zero: the decoder's mean action
+        self.last_prior = self.vae.act(student, domain, sample).float().cpu().numpy()  # (N, A)
         carry = {f"t_{k}": new[k].reshape(kt, n, *new[k].shape[1:]).transpose(0, 1) for k in ("deter", "stoch")}
         return {**carry, "domain": domain}
 

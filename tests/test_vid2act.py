@@ -144,6 +144,27 @@ def test_hybrid_starts_from_an_identity_distiller_and_a_pretrained_vae(tmp_path,
         trainer.close()
 
 
+@pytest.mark.parametrize("prior_z", ["zero", "sample"])
+def test_the_vae_prior_acts_with_its_mean_action_by_default(tmp_path, generalist, prior_z):
+    """The hybrid's guidance prior is the decoder's action at z = 0 (method.action_replay.prior_z=zero, the
+    default); with prior_z=sample it replays with a sampled latent, as the decoder does for Vid2Act's actor."""
+    over = [] if prior_z == "zero" else ["method.action_replay.prior_z=sample"]
+    cfg = compose(*FAST, f"run_dir={tmp_path}", "method=hybrid", f"teacher={generalist}", "task=cartpole_balance",
+                  "trainer.steps=60", *GSA_FAST, *over)
+    assert cfg.method.action_replay.prior_z == prior_z
+    trainer = build_trainer(cfg, tmp_path)
+    try:
+        agent, vae = trainer.agent, replay(trainer).vae
+        obs = {"image": np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8),
+               "is_first": np.ones(2, bool)}
+        _, latent = agent.policy(obs, agent.initial_state(2), explore=False)
+        with torch.no_grad():
+            mean = vae.act(agent.wm.rssm.feat(latent), latent["domain"].long(), sample=False).numpy()
+        assert np.allclose(replay(trainer).last_prior, mean, atol=1e-6) == (prior_z == "zero")
+    finally:
+        trainer.close()
+
+
 def test_residual_distiller_needs_equal_feature_sizes():
     d = DomainDistiller(20, 20, 3, conditioned=True, units=16, residual=True)
     f = torch.randn(2, 4, 1, 20)
@@ -173,6 +194,9 @@ def test_vae_shapes_and_masks(dims):
     assert vae.features(feat, domain).shape == (2, 5, 50)
     action = vae.act(feat, domain)
     assert action.shape == (2, 5, padded) and torch.all(action[..., native:] == 0)
+    mean = vae.act(feat, domain, sample=False)  # z = 0: deterministic, the same padding
+    assert torch.equal(mean, vae.act(feat, domain, sample=False)) and torch.all(mean[..., native:] == 0)
+    assert torch.equal(mean, torch.tanh(vae.out(vae.features(feat, domain, torch.zeros(2, 5, vae.latent)))) * vae.mask)
     target = torch.zeros(10, padded)
     target[:, :native] = torch.rand(10, native) * 2 - 1
     junk = target.clone()

@@ -131,6 +131,9 @@ class ActionReplay:
         self.vae_log = []
         agent.loss_terms.append(self.loss)
         wants_prior = m.get("guidance", False) and m.get("prior", "bc") == "vae"
+        if a.get("prior_z", "sample") not in ("sample", "zero"):
+            raise ValueError(f"method.action_replay.prior_z={a.prior_z!r}: use sample (a sampled latent) or zero "
+                             f"(the decoder's mean action)")
         if m.actor_input or wants_prior:
             agent.acting_observers.append(self.observe)
         if m.actor_input:

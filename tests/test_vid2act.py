@@ -151,6 +151,10 @@ def test_the_vae_prior_acts_with_its_mean_action_by_default(tmp_path, generalist
                   "trainer.steps=60", *GSA_FAST)
     assert cfg.method.action_replay.prior_z == "zero"
     assert compose("method=vid2act").method.action_replay.prior_z == "sample"  # Vid2Act's replay
+    with pytest.raises(ValueError, match="prior_z='mean': use sample"):
+        bad = compose(*FAST, f"run_dir={tmp_path / 'bad'}", "method=hybrid", f"teacher={generalist}",
+                      "task=cartpole_balance", *GSA_FAST, "method.action_replay.prior_z=mean")
+        build_trainer(bad, tmp_path / "bad")
     trainer = build_trainer(cfg, tmp_path)
     try:
         agent, part = trainer.agent, replay(trainer)

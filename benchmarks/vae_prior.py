@@ -40,16 +40,14 @@ def features(replay, windows: str, chunk: int = 16) -> tuple[torch.Tensor, torch
             action[:, :r["action"].shape[1]] = r["action"]
             batch = {"image": torch.as_tensor(r["image"][None]), "action": torch.as_tensor(action[None]),
                      "is_first": torch.zeros(1, n, dtype=torch.bool)}
-            starts = range(0, n, chunk) if windows == "cold" else [0]
-            parts = []
-            for s in starts:
-                part = {k: v[:, s:s + chunk if windows == "cold" else n].clone() for k, v in batch.items()}
+            step, label, parts = (chunk if windows == "cold" else n), int(src.label[i]), []
+            for s in range(0, n, step):
+                part = {k: v[:, s:s + step].clone() for k, v in batch.items()}
                 part["is_first"][:, 0] = True
-                label = int(src.label[i])
                 parts.append(d.distiller.distilled(teacher_features(d.teacher, part))[0, :, label])  # (T, F)
             f = torch.cat(parts)
             feats.append(f[:-1]), acts.append(torch.as_tensor(action[1:]))
-            doms.append(torch.full((n - 1,), int(src.label[i]), dtype=torch.long))
+            doms.append(torch.full((n - 1,), label, dtype=torch.long))
     return torch.cat(feats), torch.cat(acts), torch.cat(doms)
 
 
@@ -77,7 +75,7 @@ def act_mse(vae, x, y, dom, sample: bool) -> float:
 
 def evaluate(trainer, replay, episodes: int, label: dict, data, rows: list, out: pathlib.Path):
     for prior_z in ("sample", "zero"):
-        replay.m.action_replay.prior_z = prior_z
+        replay.prior_sample = prior_z == "sample"
         t0 = time.time()
         res = trainer.evaluate_prior(episodes)
         row = {**label, "prior_z": prior_z, "success_final": res["prior/success_final"],

@@ -134,6 +134,7 @@ class ActionReplay:
         if a.get("prior_z", "sample") not in ("sample", "zero"):
             raise ValueError(f"method.action_replay.prior_z={a.prior_z!r}: use sample (a sampled latent) or zero "
                              f"(the decoder's mean action)")
+        self.prior_sample = a.get("prior_z", "sample") == "sample"  # False: the prior acts with the mean action
         if m.actor_input or wants_prior:
             agent.acting_observers.append(self.observe)
         if m.actor_input:
@@ -213,8 +214,7 @@ class ActionReplay:
         student = self.agent.wm.rssm.feat(latent)  # (N, Fs)
         tfeat = teacher.rssm.feat(new).reshape(kt, n, -1).transpose(0, 1)  # (N, kt, Ft)
         domain = self.d.choose(tfeat, student)
-        sample = self.m.action_replay.get("prior_z", "sample") == "sample"  # zero: the decoder's mean action
-        self.last_prior = self.vae.act(student, domain, sample).float().cpu().numpy()  # (N, A)
+        self.last_prior = self.vae.act(student, domain, self.prior_sample).float().cpu().numpy()  # (N, A)
         carry = {f"t_{k}": new[k].reshape(kt, n, *new[k].shape[1:]).transpose(0, 1) for k in ("deter", "stoch")}
         return {**carry, "domain": domain}
 

@@ -161,7 +161,7 @@ def test_the_vae_prior_acts_with_its_mean_action_by_default(tmp_path, generalist
         obs = {"image": np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8),
                "is_first": np.ones(2, bool)}
         for prior_z in ("zero", "sample"):
-            part.m.action_replay.prior_z = prior_z
+            part.prior_sample = prior_z == "sample"
             _, latent = agent.policy(obs, agent.initial_state(2), explore=False)
             with torch.no_grad():
                 mean = part.vae.act(agent.wm.rssm.feat(latent), latent["domain"].long(), sample=False).numpy()

@@ -11,6 +11,8 @@ Extension seams used by other packages (student/, teacher/) without touching the
 - ``set_actor_input(provider)``: extra actor input features (Vid2Act's action-replay features).
 - ``actor_update_hooks``: objects with ``before()`` (the actor's gradients are ready, before clipping and the
   step) and ``after()`` (after the step), e.g. PackNet keeping earlier tasks' weights fixed.
+- ``start_rows``: None (imagination starts from every posterior state of the batch) or a callable
+  ``B -> n``: only the first n rows of a B-row batch seed imagination (rehearsal puts its offline rows last).
 - ``attach_actor(name, module)``: a module without parameters (e.g. PackNet's owner maps) kept with the
   actor in checkpoints (and carried with it by init.keep=[actor]).
 """
@@ -49,6 +51,7 @@ class Agent(nn.Module):
         # (x preprocessed obs, is_first (N,), previous state, new latent) -> {name: (N, ...)} kept in the state
         self.acting_observers: list = []
         self.actor_update_hooks: list = []  # .before() / .after() around each actor optimiser step
+        self.start_rows = None  # None, or B -> n: imagination starts from the batch's first n rows only
         self.updates = 0
         self.stopwatch = None  # a core.runtime.Stopwatch (set by the loop): world_model / actor_critic wall time
         if cfg.compile:
@@ -130,7 +133,8 @@ class Agent(nn.Module):
                 wm_loss = sum(c.loss_scales.get(k, 1.0) * v.mean() for k, v in losses.items())
             metrics["wm_grad_norm"] = self.wm_opt.step(wm_loss)
         with section(self.stopwatch, "actor_critic"):
-            start = {k: v.detach().flatten(0, 1) for k, v in post.items()}  # (B*T, ...) start states
+            rows = len(batch["action"]) if self.start_rows is None else self.start_rows(len(batch["action"]))
+            start = {k: v[:rows].detach().flatten(0, 1) for k, v in post.items()}  # (n*T, ...) start states
             with self.autocast():
                 ac_loss, ac_metrics = self.ac.loss(self.wm, start)
             self.actor_opt.opt.zero_grad(set_to_none=True)

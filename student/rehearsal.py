@@ -3,8 +3,8 @@ of the retrieved offline trajectories.
 
 A batch of B rows holds round(B * offline_share) offline rows (GSA: 0.25, i.e. 12 online + 4 offline
 of 16). Offline rows carry reward_mask 0, so the reward head learns from the online rows only; their
-posterior states are imagination start states like the online ones (the actor-critic imagines from
-every posterior state of the batch).
+posterior states are imagination start states like the online ones (GSA's code: the actor-critic imagines
+from every posterior state of the batch), or, with method.imagine_offline=false, only the online rows are.
 """
 from __future__ import annotations
 
@@ -54,5 +54,8 @@ class Rehearsal:
 def attach(ctx) -> None:
     """The `rehearsal` part (ctx: transfer's Context): world-model batches mix online replay with the `retrieved`
     trajectories."""
-    ctx.set_batch_source(Rehearsal(ctx.replay, ctx.artifacts["retrieved"].subset, ctx.method.offline_share,
-                                   seed=ctx.rng("rehearsal", ctx.run.seed)))
+    source = Rehearsal(ctx.replay, ctx.artifacts["retrieved"].subset, ctx.method.offline_share,
+                       seed=ctx.rng("rehearsal", ctx.run.seed))
+    ctx.set_batch_source(source)
+    if not ctx.method.get("imagine_offline", True):
+        ctx.agent.start_rows = lambda batch: source.split(batch)[0]  # offline rows are last (mix)

@@ -56,3 +56,28 @@ def test_reward_head_learns_from_online_rows_only(tmp_path, tiny_cfg):
     other = agent.wm.loss(changed)[0]["reward"]
     torch.testing.assert_close(base, other)
     assert base[2:].abs().max() == 0 and base[:2].mean() > 0
+
+
+@pytest.mark.parametrize("imagine_offline", [True, False])
+def test_imagination_starts_from_the_online_rows_only_when_asked(tmp_path, tiny_cfg, imagine_offline):
+    from types import SimpleNamespace
+
+    from core.agent import Agent
+    from student import rehearsal
+    mask = np.r_[np.ones(6), np.zeros(A - 6)].astype(np.float32)
+    agent = Agent({"image": (64, 64, 3)}, mask, tiny_cfg.model, torch.device("cpu"))
+    ctx = SimpleNamespace(agent=agent, replay=online_replay(tmp_path), run=SimpleNamespace(seed=0),
+                          artifacts={"retrieved": SimpleNamespace(subset=offline_data(tmp_path))},
+                          method={"offline_share": 0.25, "imagine_offline": imagine_offline},
+                          rng=lambda name, seed: np.random.default_rng(seed))
+    ctx.method = SimpleNamespace(get=ctx.method.get, **ctx.method)
+    ctx.set_batch_source = lambda fn: setattr(ctx, "source", fn)
+    rehearsal.attach(ctx)
+    batch = {k: torch.as_tensor(v) for k, v in ctx.source(8, 6).items()}   # 6 online rows, then 2 offline
+    seen, loss, posts, wm_loss = [], agent.ac.loss, [], agent.wm.loss
+    agent.ac.loss = lambda wm, start: seen.append(start) or loss(wm, start)
+    agent.wm.loss = lambda b: (lambda out: posts.append(out[1]) or out)(wm_loss(b))
+    agent.train_step(batch)
+    rows = 8 if imagine_offline else 6
+    for k, v in posts[0].items():  # the posterior of the batch's first rows (B, T, ...) -> (rows * T, ...)
+        torch.testing.assert_close(seen[0][k], v[:rows].detach().flatten(0, 1))

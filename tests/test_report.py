@@ -184,6 +184,7 @@ def test_method_labels_name_the_ablations():
     assert method_label({"name": "finetune", "rehearsal": False, "guidance": False}) == "finetune"
     assert method_label({"name": "gsa", "rehearsal": True, "guidance": True}) == "gsa"
     assert method_label({"name": "gsa", "rehearsal": True, "guidance": False}) == "gsa no-guidance"
+    assert method_label({"name": "gsa", "imagine_offline": False}) == "gsa online-starts"
     vid2act = {"name": "vid2act", "distill": {"enabled": True, "weights": "learned"},
                "action_replay": {"enabled": True}, "actor_input": True}
     assert method_label(vid2act) == "vid2act"

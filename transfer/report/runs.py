@@ -117,6 +117,7 @@ def _vae_used(m: dict) -> bool:  # the VAE's pretraining matters where the VAE a
 
 SWITCHES = [("rehearsal", True, _flag("rehearsal", "no-rehearsal"), None),
             ("guidance", True, _flag("guidance", "no-guidance"), None),
+            ("imagine_offline", True, _flag("offline-starts", "online-starts"), None),
             ("distill.enabled", True, _flag("distill", "no-distill"), None),
             ("distill.weights", "learned", lambda v: f"{v}-weights", None),
             ("action_replay.enabled", True, _flag("replay", "no-replay"), None),

@@ -113,6 +113,16 @@ class Agent(nn.Module):
         latent["action"] = action
         return action.cpu().numpy(), latent
 
+    @torch.no_grad()
+    def imagined_return(self, start: dict, steps: int, samples: int = 4) -> float:
+        """The return the world model predicts for the actor (sampled actions) over `steps` imagined steps from
+        the posterior states `start` ({k: (N, ...)}, e.g. those of evaluation episodes' first frames), mean over
+        the N states and `samples` rollouts each. Far above the real return: the actor exploits the model."""
+        start = {k: v.repeat_interleave(samples, 0) for k, v in start.items() if k != "action"}  # (N*S, ...)
+        with self.autocast():
+            feats = self.ac.imagine(self.wm, start, steps)[0]  # (steps+1, N*S, F)
+            return float(self.wm.predict_reward(feats[1:]).float().sum(0).mean())
+
     # ---- learning ----------------------------------------------------------------------------
     def autocast(self):
         if not self.cfg.bf16:

@@ -185,6 +185,10 @@ class DrQV2Agent(nn.Module):
         action = self.actor.sample(mean, self.std()) if explore else mean
         return action.cpu().numpy(), {"stack": stack, "action": action}
 
+    def imagined_return(self, start: dict, steps: int) -> None:
+        """No world model, nothing imagined (Agent.imagined_return): the loop logs no eval/imagined_return."""
+        return None
+
     # ---- learning ----------------------------------------------------------------------------
     def train_step(self, batch: dict) -> dict:
         """One critic (and encoder) update, one actor update on detached features, one EMA step of the target

@@ -172,6 +172,7 @@ def test_tiny_run_through_the_loop_resumes_and_evaluates(tmp_path):
     assert 15 <= first <= 21                    # 0.5 per stepped agent step from frame 40 to 120
     assert trainer.agent.std() == pytest.approx(1.0 - 0.9 * 120 / 200)      # the schedule reads the loop's step
     assert np.isfinite(result["final/return"]) and result["final/sampled"] == 0.0
+    assert "final/imagined_return" not in result  # no world model: nothing imagined
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if "train/critic_loss" in r]
     assert train and all(np.isfinite(r["train/critic_loss"]) and np.isfinite(r["train/actor_loss"]) for r in train)

@@ -38,6 +38,7 @@ def test_one_training_iteration_on_dmc(tmp_path):
     assert trainer.episodes == 1
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.agent.parameters()))
     assert np.isfinite(result["final/return"]) and result["final/episodes"] == 1
+    assert np.isfinite(result["final/imagined_return"])  # the model's return for the actor from the same frames
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if "train/wm_loss" in r]
     assert train and all(np.isfinite(r["train/wm_loss"]) for r in train)
@@ -215,3 +216,13 @@ def test_overlapped_env_stepping_gives_the_serial_loops_results(tmp_path):
     for a, b in zip(serial[0], overlapped[0]):
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert all(torch.equal(a, b) for a, b in zip(serial[1], overlapped[1]))
+
+
+def test_imagined_return_sums_the_predicted_rewards_over_the_steps(tiny_cfg):
+    from core.agent import Agent
+    agent = Agent({"image": (64, 64, 3)}, np.ones(6, np.float32), tiny_cfg.model, torch.device("cpu"))
+    start = {k: v.expand(3, *v.shape[1:]) for k, v in agent.initial_state(1).items()}   # (3, ...) start states
+    seen = []
+    agent.wm.predict_reward = lambda feat: seen.append(feat.shape) or torch.full(feat.shape[:-1], 0.5)
+    assert agent.imagined_return(start, steps=7, samples=2) == pytest.approx(3.5)   # 7 steps x 0.5
+    assert seen == [(7, 6, agent.wm.rssm.feat_dim)]                                 # (steps, N * samples, F)

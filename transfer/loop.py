@@ -257,8 +257,14 @@ class Trainer:
         step (Meta-World's score) over `episodes` episodes, and `sampled` (1: sampled actions)."""
         sample = self.cfg.trainer.eval_policy == "sample"
         recorder = EpisodeRecorder() if self.logger.video_on else None  # logger.video=false: no frame is kept
-        result = {**summarize(self._eval_episodes(episodes, sample, observe=recorder)[0], "eval/"),
-                  "eval/sampled": float(sample)}
+        starts: list = []  # the agent's states at the eval episodes' first frames
+        finished = self._eval_episodes(episodes, sample, observe=recorder, starts=starts)[0]
+        result = {**summarize(finished, "eval/"), "eval/sampled": float(sample)}
+        steps = int(np.mean([e["length"] for e in finished]))
+        start = {k: torch.cat([s[k] for s in starts])[:episodes] for k in starts[0]}  # (episodes, ...)
+        imagined = self.agent.imagined_return(start, steps)
+        if imagined is not None:  # what the model predicts for the actor from the same first frames
+            result["eval/imagined_return"] = imagined
         if final:
             result = {k.replace("eval/", "final/"): v for k, v in result.items()}
         if recorder is not None and recorder.images:  # the first eval env's first episode
@@ -279,11 +285,12 @@ class Trainer:
         finished, guided = self._eval_episodes(episodes, sample=False, prior=self.priors[0])
         return {**summarize(finished, "prior/"), "prior/guided": guided}
 
-    def _eval_episodes(self, episodes: int, sample: bool, prior=None, observe=None) -> tuple[list[dict], float | None]:
+    def _eval_episodes(self, episodes: int, sample: bool, prior=None, observe=None,
+                       starts: list | None = None) -> tuple[list[dict], float | None]:
         """Episodes on the eval envs, acted by the agent (sampled or mean) or, with `prior` (num_envs ->
         GuidedActing), by that prior, the executed action fed back to the agent's RSSM; `observe` sees every
-        list of observations (run_episodes). Returns the episode summaries and the share of acting steps
-        the prior took (None without one)."""
+        list of observations (run_episodes); `starts` collects the agent's states {k: (n, ...)} at first
+        frames. Returns the episode summaries and the share of acting steps the prior took (None without one)."""
         with EnvPool(self.eval_fns, self.cfg.trainer.parallel) as pool:
             state = self.agent.initial_state(pool.num_envs)
             guide = prior(pool.num_envs) if prior else None
@@ -293,6 +300,9 @@ class Trainer:
                 nonlocal state
                 batch_obs = {k: np.stack([o[k] for o in obs]) for k in ("image", "is_first")}
                 action, state = self.agent.policy(batch_obs, state, explore=sample)
+                first = np.flatnonzero(batch_obs["is_first"])
+                if starts is not None and len(first):
+                    starts.append({k: v[first] for k, v in state.items()})
                 if guide is not None:
                     action = guide.apply(obs, action, 0, rng)[0]
                     state["action"] = torch.as_tensor(action, device=self.device)

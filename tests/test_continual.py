@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, collect_random, compose, pretrain_cfg, train_run
+from conftest import ROOT, compose, train_run
 from core import checkpoint
 from student.packnet import find
 from transfer import continual
@@ -237,31 +237,6 @@ def test_a_sequence_killed_inside_its_second_task_resumes(tmp_path, capsys):
     from transfer.report.runs import read_run
     assert read_run(interrupted).method == "dreamer packnet init=wm+actor"
     assert read_run(chains["finetune"] / f"0-{TASKS[0]}").method == "dreamer"
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    """A tiny generalist teacher on real cartpole random data."""
-    data = tmp_path_factory.mktemp("data")
-    collect_random(data, tasks=(TASKS[0],), episodes=3, frames=40)
-    run = tmp_path_factory.mktemp("teacher")
-    from teacher.pretrain import Pretrainer
-    Pretrainer(pretrain_cfg(data, run, "steps=2", "eval_every=2"), run).run()
-    return run / "teacher.pt"
-
-
-def test_gsa_sequence_keeps_its_replay_and_rehearses(tmp_path, teacher, capsys):
-    seq, root = sequence_file(tmp_path, teacher), tmp_path / "root"
-    assert continual.main([str(seq), "--root", str(root), "--variants", "gsa", "--set", "frames=120"]) == 0
-    chain = root / "seq" / "gsa" / "seed0"
-    second = checkpoint.load(chain / f"1-{TASKS[1]}" / "checkpoint.pt")
-    first = checkpoint.load(chain / f"0-{TASKS[0]}" / "checkpoint.pt")
-    adopted = [f for f in second["replay_files"] if f.startswith("p")]
-    assert len(adopted) == len(first["replay_files"]) and second["replay_files"][:len(adopted)] == adopted
-    assert (chain / f"1-{TASKS[1]}" / "retrieved.json").exists()
-    assert rows(chain / "forgetting.jsonl") == [(0, 0), (1, 0), (1, 1)]
-    rows_ = [json.loads(x) for x in (chain / "forgetting.jsonl").read_text().splitlines()]
-    assert all(np.isfinite(r["return"]) and r["episodes"] == 1 and r["packnet_mask"] is None for r in rows_)
 
 
 def test_the_shipped_sequence_composes_and_dry_runs(tmp_path, capsys):

@@ -5,7 +5,7 @@ import json
 from benchmarks.vae_prior import main
 from conftest import collect_random, pretrain_cfg, train_run
 from teacher.pretrain import Pretrainer
-from test_vid2act import FAST, GSA_FAST
+from student_helpers import FAST, GSA_FAST
 
 
 def test_the_vae_prior_acts_alone_sampled_and_at_its_mean(tmp_path):

@@ -1,69 +1,21 @@
-"""method=vid2act and method=hybrid on real envs with real (tiny) teachers: distillation weights, the
-action-replay VAE, actor inputs, guidance by the VAE prior, ablation switches and a frozen teacher."""
+"""method=vid2act on real envs with real (tiny) teachers: distillation weights, the action-replay VAE, actor
+inputs, ablation switches and a frozen teacher (method=hybrid: tests/test_hybrid.py)."""
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import collect_random, compose, pretrain_cfg, train_run
-from student.distill import DomainDistiller, teacher_features
+from conftest import collect_random, compose, pretrain_cfg
+from student.distill import DomainDistiller
 from student.vae import ActionVAE
-from student.vid2act import ReplayGuidance
 from teacher.model import build_teacher, read_teacher
 from teacher.pretrain import Pretrainer
-from transfer.diagnose import diagnose
 from transfer.build import build_trainer
 from transfer.report.plot import plot_weights
 
-FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=40", "trainer.warmup=40", "trainer.batch_size=4",
-        "trainer.batch_length=8", "trainer.train_ratio=32", "trainer.eval_every=1000000",
-        "trainer.final_eval_episodes=1", "trainer.log_every=20", "logger.wandb=disabled", "logger.progress=false",
-        "method.action_replay.batch=4", "method.action_replay.length=6", "method.action_replay.units=32",
-        "method.distill.units=32"]
-MIXTURE_STEPS = 600   # pretraining updates of the trained mixture teacher (~3 min on 2 cores)
-MATCH_FRAMES = 800    # student frames of the matching-source run (150 updates)
-GSA_FAST = ["method.retrieval.queries=2", "method.retrieval.k=3", "method.bc.steps=4", "method.bc.batch=8",
-            "method.schedule.duration=200"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    collect_random(root, tasks=("cartpole_balance", "walker_walk"), episodes=3, frames=40)
-    return root
-
-
-@pytest.fixture(scope="module")
-def mixture(data, tmp_path_factory):
-    run = tmp_path_factory.mktemp("mixture")
-    Pretrainer(pretrain_cfg(data, run, "kind=mixture", "steps=2", "eval_every=2"), run).run()
-    return run / "teacher.pt"
-
-
-@pytest.fixture(scope="module")
-def generalist(data, tmp_path_factory):
-    run = tmp_path_factory.mktemp("generalist")
-    Pretrainer(pretrain_cfg(data, run, "steps=2", "eval_every=2"), run).run()
-    return run / "teacher.pt"
-
-
-def run(tmp_path, *overrides):
-    return train_run(tmp_path, *FAST, *overrides)
-
-
-def rows(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def component(trainer):
-    """The run's distillation part (frozen teacher, source domains, distiller)."""
-    return trainer.artifacts["distillation"]
-
-
-def replay(trainer):
-    """The run's action-replay part (the VAE), or None when it is switched off."""
-    return trainer.artifacts.get("action_replay")
+from student_helpers import (FAST, MATCH_FRAMES, MIXTURE_STEPS, component, data, generalist,  # noqa: F401 (fixtures)
+                             mixture, replay, rows, run)
 
 
 def test_vid2act_end_to_end_keeps_teacher_frozen(tmp_path, mixture):
@@ -97,96 +49,12 @@ def test_vid2act_ablations(tmp_path, mixture):
     assert no_replay.agent.ac.actor.net[0].in_features == no_replay.agent.wm.rssm.feat_dim
 
 
-def test_hybrid_end_to_end_with_vae_prior(tmp_path, generalist):
-    before = build_teacher(read_teacher(generalist)).state_dict()
-    trainer = run(tmp_path, "method=hybrid", f"teacher={generalist}", "task=cartpole_balance", "trainer.steps=120",
-                  *GSA_FAST)
-    v = component(trainer)
-    assert v.names == ["cartpole_balance"]  # only cartpole's action dim is compatible: one retrieved domain
-    assert not (tmp_path / "bc_prior.pt").exists() and replay(trainer).last_prior is not None
-    guided = [r["guidance/fraction"] for r in rows(tmp_path) if "guidance/fraction" in r]
-    assert guided and guided[0] == 1.0  # warm-up episodes are guided whole, by the VAE
-    for k, value in v.teacher.state_dict().items():
-        assert torch.equal(value, before[k]), k
-    # the VAE prior acting alone, as transfer.diagnose measures it on the rebuilt run: it takes every step
-    out = diagnose(tmp_path, episodes=2)
-    assert out["prior_kind"] == "vae" and out["prior_alone_episodes"] == 2 and out["prior_alone_return"] > 0
-    assert 0.0 <= out["prior_alone_success"] <= out["prior_alone_success_any"] <= 1.0
-    resumed = build_trainer(compose(*FAST, f"run_dir={tmp_path}", "method=hybrid", f"teacher={generalist}",
-                              "task=cartpole_balance", "trainer.steps=120", *GSA_FAST), tmp_path)
-    try:
-        assert isinstance(resumed.priors[0](1), ReplayGuidance)  # acts with the VAE's replayed action
-        alone = resumed.evaluate_prior(1)
-        assert alone["prior/guided"] == 1.0 and alone["prior/episodes"] == 1
-    finally:
-        resumed.close()
-
-
-def test_hybrid_starts_from_an_identity_distiller_and_a_pretrained_vae(tmp_path, generalist):
-    """The student starts as the teacher, so the residual distiller makes the distillation loss 0 at the
-    start; the VAE guidance prior is trained before the first acting step (its error falls)."""
-    cfg = compose(*FAST, f"run_dir={tmp_path}", "method=hybrid", f"teacher={generalist}", "task=cartpole_balance",
-                  "trainer.steps=60", *GSA_FAST, "method.action_replay.pretrain_steps=60")
-    trainer = build_trainer(cfg, tmp_path)
-    try:
-        v, wm = component(trainer), trainer.agent.wm
-        sb = v.source.sample(3, 6, np.random.default_rng(0))
-        batch = {k: torch.as_tensor(sb[k]) for k in ("image", "action", "is_first")}
-        with torch.no_grad():  # same seed: the same stochastic latents are drawn in both filterings
-            torch.manual_seed(0)
-            tf = teacher_features(v.teacher, batch)
-            torch.manual_seed(0)
-            loss, _ = v.distiller(tf, wm.rssm.feat(wm.observe(batch)[0]))
-        assert loss.shape == (3, 6) and loss.abs().max() < 1e-6
-        row = next(r for r in trainer.logger_rows if "vae/pretrain_first_mse" in r)
-        assert row["vae/pretrain_final_mse"] < row["vae/pretrain_first_mse"]
-    finally:
-        trainer.close()
-
-
-def test_the_vae_prior_acts_with_its_mean_action_by_default(tmp_path, generalist):
-    """The hybrid's guidance prior is the decoder's action at z = 0 (method.action_replay.prior_z=zero, the
-    default); with prior_z=sample it replays with a sampled latent, as the decoder does for Vid2Act's actor."""
-    cfg = compose(*FAST, f"run_dir={tmp_path}", "method=hybrid", f"teacher={generalist}", "task=cartpole_balance",
-                  "trainer.steps=60", *GSA_FAST)
-    assert cfg.method.action_replay.prior_z == "zero"
-    assert compose("method=vid2act").method.action_replay.prior_z == "sample"  # Vid2Act's replay
-    with pytest.raises(ValueError, match="prior_z='mean': use sample"):
-        bad = compose(*FAST, f"run_dir={tmp_path / 'bad'}", "method=hybrid", f"teacher={generalist}",
-                      "task=cartpole_balance", *GSA_FAST, "method.action_replay.prior_z=mean")
-        build_trainer(bad, tmp_path / "bad")
-    trainer = build_trainer(cfg, tmp_path)
-    try:
-        agent, part = trainer.agent, replay(trainer)
-        obs = {"image": np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8),
-               "is_first": np.ones(2, bool)}
-        for prior_z in ("zero", "sample"):
-            part.prior_sample = prior_z == "sample"
-            _, latent = agent.policy(obs, agent.initial_state(2), explore=False)
-            with torch.no_grad():
-                mean = part.vae.act(agent.wm.rssm.feat(latent), latent["domain"].long(), sample=False).numpy()
-            assert np.allclose(part.last_prior, mean, atol=1e-6) == (prior_z == "zero"), prior_z
-    finally:
-        trainer.close()
-
-
 def test_residual_distiller_needs_equal_feature_sizes():
     d = DomainDistiller(20, 20, 3, conditioned=True, units=16, residual=True)
     f = torch.randn(2, 4, 1, 20)
     assert torch.equal(d.distilled(f), f.expand(2, 4, 3, 20))
     with pytest.raises(ValueError, match="residual"):
         DomainDistiller(20, 24, 3, conditioned=True, residual=True)
-
-
-def test_hybrid_ablations(tmp_path, generalist):
-    base = ["method=hybrid", f"teacher={generalist}", "task=cartpole_balance", "trainer.steps=60", *GSA_FAST]
-    bc = run(tmp_path / "bc", *base, "method.prior=bc")
-    assert (tmp_path / "bc" / "bc_prior.pt").exists() and replay(bc).last_prior is None
-    off = run(tmp_path / "off", *base, "method.distill.enabled=false")
-    assert not any("train/loss_distill" in r for r in rows(tmp_path / "off"))
-    assert any("train/loss_action_replay" in r for r in rows(tmp_path / "off"))
-    with_input = run(tmp_path / "in", *base, "method.actor_input=true")
-    assert with_input.agent.ac.actor_input is not None
 
 
 @pytest.mark.parametrize("dims", [(1, 12), (4, 12), (6, 6)])

@@ -99,18 +99,22 @@ class ActorCritic(nn.Module):
     def value(self, feat: torch.Tensor, slow: bool = False) -> torch.Tensor:
         return self.twohot.decode((self.slow_critic if slow else self.critic)(feat))
 
-    def imagine(self, wm, start: dict, horizon: int, with_dist: bool = False):
+    def imagine(self, wm, start: dict, horizon: int, with_dist: bool = False, mode: bool = False):
         """Roll the actor through the prior from N start states. Returns feats (H+1, N, F), the
         executed (clipped) actions (H, N, A) and the raw samples (H, N, A) for log-probs; with
         `with_dist` also the actor's mean and std at each step (H, N, A), computed with gradients to
         the actor's parameters even under no_grad (REINFORCE reuses them instead of running the actor
-        again on the same states); the rollout itself stays off the graph."""
+        again on the same states); the rollout itself stays off the graph. `mode`: the actor acts with its
+        mean action instead of a sample (evaluation and diagnostics only)."""
         state, feats, actions, raws, means, stds = start, [wm.rssm.feat(start)], [], [], [], []
         for _ in range(horizon):
             with torch.enable_grad() if with_dist else contextlib.nullcontext():
                 mean, std = self.actor(self.actor_in(feats[-1]))
             means.append(mean), stds.append(std)
-            action, raw = self.actor.draw(mean.detach(), std.detach()) if with_dist else self.actor.draw(mean, std)
+            if mode:
+                action = raw = self.actor.mode(mean)
+            else:
+                action, raw = self.actor.draw(mean.detach(), std.detach()) if with_dist else self.actor.draw(mean, std)
             state = wm.rssm.img_step(state, action)
             feats.append(wm.rssm.feat(state)), actions.append(action), raws.append(raw)
         out = torch.stack(feats), torch.stack(actions), torch.stack(raws)

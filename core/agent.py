@@ -27,7 +27,7 @@ from torch import nn
 from core.actor_critic import ActorCritic
 from core.nets import set_channels_last
 from core.optim import Optimizer
-from core.runtime import section
+from core.runtime import resolve_bf16, section
 from core.world_model import WorldModel, preprocess
 
 
@@ -35,6 +35,7 @@ class Agent(nn.Module):
     def __init__(self, obs_shapes: dict, action_mask: np.ndarray, cfg, device: torch.device):
         super().__init__()
         self.cfg, self.device = cfg, device
+        self.bf16 = resolve_bf16(cfg.bf16, device)  # bf16 autocast of the updates and acting
         mask = torch.as_tensor(action_mask, dtype=torch.float32)
         self.act_dim = len(mask)
         self.wm = WorldModel(obs_shapes, self.act_dim, cfg.wm)
@@ -114,18 +115,19 @@ class Agent(nn.Module):
         return action.cpu().numpy(), latent
 
     @torch.no_grad()
-    def imagined_return(self, start: dict, steps: int, samples: int = 4) -> float:
-        """The return the world model predicts for the actor (sampled actions) over `steps` imagined steps from
-        the posterior states `start` ({k: (N, ...)}, e.g. those of evaluation episodes' first frames), mean over
-        the N states and `samples` rollouts each. Far above the real return: the actor exploits the model."""
+    def imagined_return(self, start: dict, steps: int, samples: int = 4, sampled: bool = True) -> float:
+        """The return the world model predicts for the actor (sampled actions, or its mean with sampled=False) over
+        `steps` imagined steps from the posterior states `start` ({k: (N, ...)}, e.g. those of evaluation episodes'
+        first frames), mean over the N states and `samples` rollouts each. Far above the real return: the actor
+        exploits the model."""
         start = {k: v.repeat_interleave(samples, 0) for k, v in start.items() if k != "action"}  # (N*S, ...)
         with self.autocast():
-            feats = self.ac.imagine(self.wm, start, steps)[0]  # (steps+1, N*S, F)
+            feats = self.ac.imagine(self.wm, start, steps, mode=not sampled)[0]  # (steps+1, N*S, F)
             return float(self.wm.predict_reward(feats[1:]).float().sum(0).mean())
 
     # ---- learning ----------------------------------------------------------------------------
     def autocast(self):
-        if not self.cfg.bf16:
+        if not self.bf16:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 

@@ -21,6 +21,27 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
+def native_bf16(device) -> bool:
+    """Whether `device` computes bf16 natively: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX
+    (without them CPU autocast emulates bf16 and runs slower than fp32)."""
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
+
+
+def resolve_bf16(setting, device) -> bool:
+    """`model.bf16`: true / false, or auto (on where `device` computes bf16 natively)."""
+    if isinstance(setting, str):
+        if setting != "auto":
+            raise ValueError(f"model.bf16={setting!r}: use true, false or auto")
+        return native_bf16(device)
+    return bool(setting)
+
+
 def tune_malloc(module: str):
     """glibc hands big activation buffers back to the kernel after every update, which costs a
     large share of CPU time on small machines. Re-exec `python -m module` once with mmap and trim

@@ -33,7 +33,7 @@ from torch import nn
 from core import checkpoint
 from core.logger import Logger, plot
 from core.optim import Optimizer
-from core.runtime import resolve_device, tune_malloc
+from core.runtime import resolve_bf16, resolve_device, tune_malloc
 from core.world_model import WorldModel
 from teacher import openloop
 from teacher.data.dataset import OfflineDataset
@@ -75,6 +75,7 @@ class Pretrainer:
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        self.bf16 = resolve_bf16(cfg.model.bf16, self.device)
         if cfg.kind not in ("generalist", "mixture"):
             raise ValueError(f"kind={cfg.kind!r}: use generalist (label-free) or mixture (label-conditioned)")
         where = OmegaConf.to_container(cfg.where, resolve=True) if cfg.where else None
@@ -100,7 +101,7 @@ class Pretrainer:
 
     # ---- one update ------------------------------------------------------------------------------
     def autocast(self):
-        if not self.cfg.model.bf16:
+        if not self.bf16:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 

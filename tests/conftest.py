@@ -61,9 +61,11 @@ def pretrain_cfg(dataset, run_dir, *overrides):
             "logger.wandb=disabled", "logger.progress=false", "device=cpu", *overrides])
 
 
-def collect_random(root, tasks=("cartpole_balance", "reacher_easy"), episodes=4, frames=60, seed=0, suite="dmc"):
+def collect_random(root, tasks=("cartpole_balance", "reacher_easy"), episodes=4, frames=60, seed=0, suite="dmc",
+                   image_size=64):
     """Real env data from a uniform random policy, collected in-process by `python -m teacher.data.collect`."""
     from teacher.data.collect import main
     main(["--dataset", str(root), "--suite", suite, "--tasks", *tasks, "--policy", "random", "--episodes",
-          str(episodes), "--workers", "0", "--seed", str(seed), "--env-config", f"episode_frames={frames}"])
+          str(episodes), "--workers", "0", "--seed", str(seed), "--env-config", f"episode_frames={frames}",
+          f"image_size={image_size}"])
     return root

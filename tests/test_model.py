@@ -216,3 +216,26 @@ def test_channels_last_gives_the_same_update():
         torch.testing.assert_close(metrics[0][key], metrics[1][key], rtol=1e-4, atol=1e-4)
     for a, b in zip(agents[0].wm.parameters(), agents[1].wm.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_setting_resolves_per_device(tiny_cfg, monkeypatch):
+    """model.bf16: true / false as given; auto on where the device computes bf16 natively (AVX512-BF16 or AMX
+    on a CPU); anything else is one clear error. The agent's updates autocast exactly when it resolves true."""
+    from core import runtime
+    cpu = torch.device("cpu")
+    assert runtime.resolve_bf16(True, cpu) and not runtime.resolve_bf16(False, cpu)
+    for native in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert runtime.resolve_bf16("auto", cpu) is native
+    with pytest.raises(ValueError, match="true, false or auto"):
+        runtime.resolve_bf16("yes", cpu)
+    tiny_cfg.model.bf16 = "auto"  # native is False here (the last patch)
+    agent = Agent({"image": (64, 64, 3)}, np.ones(4, np.float32), tiny_cfg.model, cpu)
+    assert agent.bf16 is False and not torch.is_autocast_cpu_enabled()
+    with agent.autocast():
+        assert not torch.is_autocast_cpu_enabled()
+    tiny_cfg.model.bf16 = True
+    agent = Agent({"image": (64, 64, 3)}, np.ones(4, np.float32), tiny_cfg.model, cpu)
+    with agent.autocast():
+        assert torch.is_autocast_cpu_enabled() and torch.get_autocast_dtype("cpu") == torch.bfloat16

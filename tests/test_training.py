@@ -226,3 +226,12 @@ def test_imagined_return_sums_the_predicted_rewards_over_the_steps(tiny_cfg):
     agent.wm.predict_reward = lambda feat: seen.append(feat.shape) or torch.full(feat.shape[:-1], 0.5)
     assert agent.imagined_return(start, steps=7, samples=2) == pytest.approx(3.5)   # 7 steps x 0.5
     assert seen == [(7, 6, agent.wm.rssm.feat_dim)]                                 # (steps, N * samples, F)
+    # sampled=False: the actor acts with its mean, so the rollout's actions are the mean actions of its states
+    acted = []
+    draw, mode = agent.ac.actor.draw, agent.ac.actor.mode
+    agent.ac.actor.draw = lambda *a: acted.append("sample") or draw(*a)
+    agent.ac.actor.mode = lambda mean: acted.append("mean") or mode(mean)
+    assert agent.imagined_return(start, steps=7, samples=2, sampled=False) == pytest.approx(3.5)
+    assert acted == ["mean"] * 7
+    agent.imagined_return(start, steps=3, samples=1)
+    assert acted[7:] == ["sample"] * 3

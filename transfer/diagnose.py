@@ -146,15 +146,9 @@ def load_actor(agent: Agent, state: dict) -> bool:
 def imagined_policy_return(agent: Agent, first: dict, steps: int, samples: int = 8, sampled: bool = False) -> float:
     """The return the world model predicts for the actor from a first frame (`first`: a batch with B=1,
     L=1), imagining `steps` steps with the actor acting on imagined states, its mean action or (sampled)
-    an action drawn from it; mean over `samples` imagined rollouts (the latents are sampled)."""
+    an action drawn from it; mean over `samples` imagined rollouts, each from its own posterior sample."""
     post, _ = agent.wm.observe({k: v.expand(samples, *v.shape[1:]) for k, v in first.items()})
-    state, total = {k: v[:, -1] for k, v in post.items()}, torch.zeros(samples)
-    for _ in range(steps):
-        mean, std = agent.ac.actor(agent.wm.rssm.feat(state))
-        action = agent.ac.actor.sample(mean, std) if sampled else agent.ac.actor.mode(mean)  # (S, A)
-        state = agent.wm.rssm.img_step(state, action)
-        total += agent.wm.predict_reward(agent.wm.rssm.feat(state)).float()      # (S,)
-    return float(total.mean())
+    return agent.imagined_return({k: v[:, -1] for k, v in post.items()}, steps, samples=1, sampled=sampled)
 
 
 def policy_fit(policy: list, expert: list, dims: int) -> dict:

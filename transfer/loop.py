@@ -246,9 +246,11 @@ class Trainer:
     def perf(self) -> dict:
         """Where this process's wall time went since the run (or its resume) started, as shares (perf/time_*:
         acting, env_wait, sample, world_model, actor_critic or DrQ-v2's critic / actor, evaluation, checkpoint,
-        other), and peak resident memory in MiB of this process and of the largest env worker."""
+        other), peak resident memory in MiB of this process and of the largest env worker, and whether the updates
+        ran under bf16 autocast (perf/bf16: model.bf16 resolved, e.g. auto on this machine)."""
         workers = [peak_rss_mb(pid) for pid in self.envs.pids]
-        return {**self.stopwatch.split(), "perf/peak_rss_mb": peak_rss_mb(),
+        bf16 = float(getattr(self.agent, "bf16", False))
+        return {**self.stopwatch.split(), "perf/peak_rss_mb": peak_rss_mb(), "perf/bf16": bf16,
                 "perf/worker_peak_rss_mb": max(workers, default=float("nan"))}
 
     def evaluate(self, episodes: int, final: bool = False) -> dict:

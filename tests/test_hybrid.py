@@ -80,8 +80,8 @@ def test_the_vae_prior_acts_with_its_mean_action_by_default(tmp_path, generalist
         for prior_z in ("zero", "sample"):
             part.prior_sample = prior_z == "sample"
             _, latent = agent.policy(obs, agent.initial_state(2), explore=False)
-            with torch.no_grad():
-                mean = part.vae.act(agent.wm.rssm.feat(latent), latent["domain"].long(), sample=False).numpy()
+            with torch.no_grad(), agent.autocast():  # as acting computes it (bf16 where model.bf16 resolves on)
+                mean = part.vae.act(agent.wm.rssm.feat(latent), latent["domain"].long(), sample=False).float().numpy()
             assert np.allclose(part.last_prior, mean, atol=1e-6) == (prior_z == "zero"), prior_z
     finally:
         trainer.close()

@@ -101,7 +101,7 @@ class DomainDistiller(nn.Module):
         if not self.learned:
             return torch.full(x.shape[:-1], 1.0 / self.domains, device=x.device)
         pair = torch.cat([x.detach(), student[..., None, :].expand(*x.shape[:-1], student.shape[-1])], -1)
-        return torch.softmax(self.score(pair).squeeze(-1), -1)
+        return torch.softmax(self.score(pair).squeeze(-1).float(), -1)  # fp32 under bf16 autocast: weights sum to 1
 
     def forward(self, teacher_feat: torch.Tensor, student: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """teacher_feat (B, T, K|1, Ft), student (B, T, Fs) -> loss (B, T), weights (B, T, K)."""

@@ -18,7 +18,6 @@ Extension seams used by other packages (student/, teacher/) without touching the
 """
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import torch
@@ -27,7 +26,7 @@ from torch import nn
 from core.actor_critic import ActorCritic
 from core.nets import set_channels_last
 from core.optim import Optimizer
-from core.runtime import resolve_bf16, section
+from core.runtime import bf16_autocast, resolve_bf16, section
 from core.world_model import WorldModel, preprocess
 
 
@@ -127,9 +126,7 @@ class Agent(nn.Module):
 
     # ---- learning ----------------------------------------------------------------------------
     def autocast(self):
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return bf16_autocast(self.device, self.bf16)
 
     def train_step(self, batch: dict) -> dict:
         """One world-model update then one actor-critic update in imagination. batch leaves (B, T, ...).

@@ -42,6 +42,12 @@ def resolve_bf16(setting, device) -> bool:
     return bool(setting)
 
 
+def bf16_autocast(device, enabled: bool):
+    """bf16 autocast on `device` when `enabled` (a resolved model.bf16), else a no-op context."""
+    import torch
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
 def tune_malloc(module: str):
     """glibc hands big activation buffers back to the kernel after every update, which costs a
     large share of CPU time on small machines. Re-exec `python -m module` once with mmap and trim

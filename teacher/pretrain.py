@@ -16,7 +16,6 @@ Rerunning with the same run_dir resumes.
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import os
@@ -33,7 +32,7 @@ from torch import nn
 from core import checkpoint
 from core.logger import Logger, plot
 from core.optim import Optimizer
-from core.runtime import resolve_bf16, resolve_device, tune_malloc
+from core.runtime import bf16_autocast, resolve_bf16, resolve_device, tune_malloc
 from core.world_model import WorldModel
 from teacher import openloop
 from teacher.data.dataset import OfflineDataset
@@ -101,9 +100,7 @@ class Pretrainer:
 
     # ---- one update ------------------------------------------------------------------------------
     def autocast(self):
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return bf16_autocast(self.device, self.bf16)
 
     def to_device(self, batch: dict) -> dict:
         keys = STEP_KEYS + (("label",) if self.labels else ())

@@ -12,6 +12,8 @@ The paper's frames are 84 x 84; here they are the env's image size (env.image_si
 output is 32 x 25 x 25 instead of 32 x 35 x 35. Exploration: a truncated normal around the actor's mean with a
 std that decays linearly in ENVIRONMENT steps (frames) read from `clock` (the loop's step, set by transfer/build.py);
 the critic's and actor's sampled actions clip the noise at `std_clip`. Evaluation with explore=False uses the mean.
+`model.bf16` (auto: on where the device computes bf16 natively, core.runtime.native_bf16) runs acting and the
+updates under bf16 autocast, but for the last layer of every head: Q values, actions, losses and TD targets are fp32.
 
 Replay windows (core/replay.py): image, action, reward, is_first, is_last, is_terminal of (B, T) consecutive
 stored steps, where action[t] is the action that LED TO observation t and reward[t] came with observation t. With
@@ -33,7 +35,7 @@ import torch
 from torch import nn
 
 from core.ops import linear_schedule, random_shift
-from core.runtime import section
+from core.runtime import bf16_autocast, resolve_bf16, section
 
 
 def init_weights(module: nn.Module) -> None:
@@ -44,9 +46,18 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+class OutputLinear(nn.Linear):
+    """A head's last layer: fp32 even under bf16 autocast (Q values near 100 have a bf16 step of 0.5, as large as
+    a step's reward)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
 def head(inp: int, out: int, hidden: int) -> nn.Sequential:
     """Linear -> ReLU -> Linear -> ReLU -> Linear: hidden x 2 MLP of the actor and of each Q head."""
-    return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out))
+    return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), OutputLinear(hidden, out))
 
 
 def trunk(inp: int, features: int) -> nn.Sequential:
@@ -145,10 +156,11 @@ def transitions(batch: dict, frames: int, nstep: int, gamma: float) -> dict:
 class DrQV2Agent(nn.Module):
     """Encoder, actor, critic and target critic, their Adam optimisers, acting and one update (module doc)."""
 
-    def __init__(self, image_shape, action_mask: np.ndarray, cfg, device: torch.device):
-        """image_shape (R, R, 3); action_mask (A,); cfg: method.drqv2 (configs/method/drqv2.yaml)."""
+    def __init__(self, image_shape, action_mask: np.ndarray, cfg, device: torch.device, bf16=False):
+        """image_shape (R, R, 3); action_mask (A,); cfg: method.drqv2 (configs/method/drqv2.yaml); bf16: model.bf16
+        (true / false / auto)."""
         super().__init__()
-        self.cfg, self.device = cfg, device
+        self.cfg, self.device, self.bf16 = cfg, device, resolve_bf16(bf16, device)
         mask = torch.as_tensor(np.asarray(action_mask, np.float32))
         self.act_dim, self.frames, self.image_size = len(mask), int(cfg.frames), int(image_shape[0])
         self.encoder = Encoder(self.frames, image_shape[0], cfg.channels)
@@ -181,7 +193,8 @@ class DrQV2Agent(nn.Module):
         frame = torch.as_tensor(np.asarray(obs["image"])).to(self.device).permute(0, 3, 1, 2)  # (N, 3, R, R)
         first = torch.as_tensor(np.asarray(obs["is_first"]), device=self.device)[:, None, None, None]
         stack = torch.where(first, frame.repeat(1, self.frames, 1, 1), torch.cat([state["stack"][:, 3:], frame], 1))
-        mean = self.actor(self.encoder(stack))                                               # (N, A)
+        with bf16_autocast(self.device, self.bf16):
+            mean = self.actor(self.encoder(stack))                                           # (N, A) fp32
         action = self.actor.sample(mean, self.std()) if explore else mean
         return action.cpu().numpy(), {"stack": stack, "action": action}
 
@@ -193,7 +206,7 @@ class DrQV2Agent(nn.Module):
     def train_step(self, batch: dict) -> dict:
         """One critic (and encoder) update, one actor update on detached features, one EMA step of the target
         critic. batch leaves (B, T, ...). Returns {name: 0-dim float32 tensor on the agent's device}."""
-        with section(self.stopwatch, "critic"):
+        with section(self.stopwatch, "critic"), bf16_autocast(self.device, self.bf16):
             c = self.cfg
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             tr = transitions(batch, self.frames, c.nstep, c.gamma)
@@ -213,7 +226,7 @@ class DrQV2Agent(nn.Module):
             self.critic_opt.step()
             self.encoder_opt.step()
 
-        with section(self.stopwatch, "actor"):
+        with section(self.stopwatch, "actor"), bf16_autocast(self.device, self.bf16):
             h = h.detach()  # the encoder learns through the critic loss only
             actor_loss = -self.critic(h, self.actor.sample(self.actor(h), std, c.std_clip)).min(-1).values.mean()
             self.actor_opt.zero_grad(set_to_none=True)

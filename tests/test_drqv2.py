@@ -115,6 +115,31 @@ def test_padded_action_dims_stay_exactly_zero():
     assert torch.equal(runs[0], runs[1])
 
 
+def test_bf16_updates_keep_values_and_targets_fp32_and_close_to_fp32():
+    """model.bf16=true: the same weights and batch give the fp32 update's losses to ~1% (the convolutions and hidden
+    layers run in bf16, every head's last layer in fp32), Q values and actions are fp32, padded dims stay 0."""
+    cfg = small_cfg()
+    agents = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        agents[bf16] = DrQV2Agent((16, 16, 3), MASK, cfg, torch.device("cpu"), bf16)
+    assert agents[True].bf16 and not agents[False].bf16
+    losses = {}
+    for bf16, agent in agents.items():
+        torch.manual_seed(1)
+        losses[bf16] = agent.train_step(window_batch())
+    for name in ("critic_loss", "critic_q1", "actor_loss"):
+        assert torch.allclose(losses[True][name], losses[False][name], rtol=0.02, atol=1e-3), name
+    obs = {"image": np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8), "is_first": np.ones(3, bool)}
+    action, state = agents[True].policy(obs, agents[True].initial_state(3), explore=False)
+    assert action.dtype == np.float32 and np.all(action[:, NATIVE:] == 0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = agents[True].encoder(state["stack"])
+        assert agents[True].critic(h, torch.zeros(3, A)).dtype == torch.float32
+    with pytest.raises(ValueError, match="model.bf16='yes'"):
+        DrQV2Agent((16, 16, 3), MASK, cfg, torch.device("cpu"), "yes")
+
+
 def test_frame_stack_restarts_at_is_first():
     agent = agent_of()
     state = agent.initial_state(2)
@@ -196,3 +221,14 @@ def test_tiny_run_through_the_loop_resumes_and_evaluates(tmp_path):
 def test_unknown_agent_fails_clearly(tmp_path):
     with pytest.raises(ValueError, match="method.agent='drq': use one of dreamer, drqv2. Did you mean"):
         build_trainer(compose(*TINY, "method.agent=drq"), tmp_path)
+
+
+def test_update_benchmark_writes_both_precisions(tmp_path, monkeypatch, capsys):
+    from benchmarks import drqv2_update
+    monkeypatch.setattr("sys.argv", ["drqv2_update", "--batch", "4", "--image-size", "16", "--repeats", "1",
+                                     "--rounds", "1", "--device", "cpu", "--out", str(tmp_path)])
+    drqv2_update.main()
+    (path,) = tmp_path.glob("drqv2-update-cpu*.json")
+    result = json.loads(path.read_text())
+    assert result["meta"]["batch"] == [4, 6] and set(result["ms_per_update"]) == {"fp32", "bf16"}
+    assert all(ms > 0 for ms in result["ms_per_update"].values()) and "bf16 speed-up" in capsys.readouterr().out

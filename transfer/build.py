@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 # init.keep parts -> the agent's state_dict key prefixes (critic: the slow copy and the return scale go with it)
 INIT_PARTS = {"wm": ("wm.",), "actor": ("ac.actor.",), "critic": ("ac.critic.", "ac.slow_critic.", "ac.retnorm.")}
 AGENTS = {"dreamer": lambda image, mask, cfg, device: Agent({"image": image}, mask, cfg.model, device),
-          "drqv2": lambda image, mask, cfg, device: DrQV2Agent(image, mask, cfg.method.drqv2, device)}
+          "drqv2": lambda image, mask, cfg, device: DrQV2Agent(image, mask, cfg.method.drqv2, device,
+                                                                   cfg.model.bf16)}
 
 
 def agent_kind(cfg) -> str:

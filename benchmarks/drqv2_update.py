@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from core.drqv2 import DrQV2Agent
+from benchmarks.throughput import sync
 from core.runtime import allocator_settings, native_bf16, resolve_device, tune_malloc
 
 A = 12
@@ -33,11 +34,6 @@ def synthetic_batch(b: int, t: int, size: int, device) -> dict:
              "action": torch.rand(b, t, A, generator=g) * 2 - 1, "reward": torch.rand(b, t, generator=g),
              "is_first": torch.zeros(b, t, dtype=torch.bool), "is_terminal": torch.zeros(b, t, dtype=torch.bool)}
     return {k: v.to(device) for k, v in batch.items()}
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_updates(agent, batch, repeats: int) -> float:

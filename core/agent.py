@@ -18,7 +18,6 @@ Extension seams used by other packages (student/, teacher/) without touching the
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from torch import nn

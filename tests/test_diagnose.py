@@ -8,7 +8,8 @@ import pytest
 from conftest import collect_random, compose, pretrain_cfg
 from teacher.data.collect import main as collect
 from teacher.pretrain import Pretrainer
-from transfer.diagnose import diagnose, policy_fit
+from core import checkpoint
+from transfer.diagnose import diagnose, own_episodes, policy_fit, replay_episodes
 from transfer.build import build_trainer
 
 FAST = ["preset=quick", "trainer.warmup=40", "trainer.batch_size=4", "trainer.batch_length=8", "trainer.train_ratio=32",
@@ -60,6 +61,24 @@ def test_diagnose_a_gsa_run(gsa_run):
     assert all(-1.0 <= x <= 1.0 for x in out["policy_action_mean"])
     assert math.isfinite(out["policy_imagined_return"]) and math.isfinite(out["policy_final_return"])
     assert out["policy_final_sampled"] == 1.0   # the default final evaluation samples (DreamerV3's protocol)
+    assert 0 <= out["own_episodes"] <= 10     # this short run's episodes are mostly guided
+
+
+def test_own_episodes_line_up_with_the_logged_ones(gsa_run):
+    """The replay's complete episodes are the logged training episodes, in order (same returns); the model's
+    returns for the last ones (filtered, open-loop with their actions, the actor imagined) are finite."""
+    run, _ = gsa_run
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["train/return"] for r in rows if "train/return" in r]
+    episodes = replay_episodes(run)
+    assert len(episodes) == len(logged) >= 2                          # 120 frames of 40-frame episodes
+    for ep, ret in zip(episodes, logged):
+        assert len(ep["reward"]) == 21 and ep["is_first"][0] and not ep["is_first"][1:].any()  # reset + 20 steps
+        assert not ep["action"][0].any() and np.isclose(ep["reward"].sum(), ret, rtol=1e-5, atol=1e-4)
+    state = checkpoint.load(run / "checkpoint.pt")
+    out = own_episodes(run, state, state["config"], sampled=False, n=2, unguided=False)
+    assert out["own_episodes"] == 2 and np.isclose(out["own_real_return"], np.mean(logged[-2:]), rtol=1e-5, atol=1e-4)
+    assert all(math.isfinite(out[k]) for k in ("own_filtered_return", "own_openloop_return", "own_imagined_return"))
 
 
 def test_policy_fit_compares_native_dims_where_the_expert_moves():

@@ -18,6 +18,9 @@
   dim), and the return the world model predicts for it from their first frames (policy_imagined_return;
   far above the real final return = the actor exploits errors of the model), acting as the run's last final
   evaluation did (policy_final_sampled 1: sampled actions, 0: the actor's mean);
+- the run's own last 10 unguided training episodes (from its replay): their real return against the return the
+  reward head gives their posterior states, the open-loop prediction from their first frame driven by their
+  recorded actions, and the actor imagined from the same frame (own_*: which of the three over-values);
 - domain weights (vid2act, hybrid): the source with the highest weight over the last quarter of logs.
 The world-model entries are skipped for agents without one (method=drqv2).
 
@@ -204,6 +207,83 @@ def reward_fit(state: dict | None, cfg: dict, dataset, sampled: bool = False) ->
             **({"policy_imagined_return": float(np.mean(imagined))} if with_actor else {})}
 
 
+def replay_episodes(run: pathlib.Path) -> list[dict]:
+    """The run's complete training episodes from its replay files (stream 0, in order; an episode may span files
+    split at a checkpoint), each {image (L, R, R, 3), action (L, A), reward (L,), is_first (L,)}."""
+    files = sorted((run / "replay").glob("s00-*.npz"))
+    if not files:
+        return []
+    keys = ("image", "action", "reward", "is_first", "is_last")
+    parts = [dict(np.load(f)) for f in files]
+    steps = {k: np.concatenate([p[k] for p in parts]) for k in keys}  # (N, ...)
+    starts = np.flatnonzero(steps["is_first"])
+    ends = np.flatnonzero(steps["is_last"])
+    episodes = []
+    for a in starts:
+        b = ends[ends >= a]
+        if len(b) and not steps["is_first"][a + 1: b[0] + 1].any():  # reset ... is_last, no restart between
+            episodes.append({k: steps[k][a: b[0] + 1] for k in keys[:4]})
+    return episodes
+
+
+@torch.no_grad()
+def openloop_rewards(agent: Agent, batch: dict, samples: int = 4) -> np.ndarray:
+    """The reward head along the world model's open-loop prediction of a recorded episode (batch B=1): its first
+    frame observed, then the prior only, driven by the recorded actions; mean over `samples` rollouts: (L-1,)."""
+    batch = {k: v.expand(samples, *v.shape[1:]) for k, v in batch.items()}  # (S, L, ...)
+    post, _ = agent.wm.observe({k: v[:, :1] for k, v in batch.items()})
+    state, rewards = {k: v[:, -1] for k, v in post.items()}, []
+    for t in range(1, batch["action"].shape[1]):
+        state = agent.wm.rssm.img_step(state, batch["action"][:, t])
+        rewards.append(agent.wm.predict_reward(agent.wm.rssm.feat(state)).float())  # (S,)
+    return torch.stack(rewards, 1).mean(0).numpy()
+
+
+def own_episodes(run: pathlib.Path, state: dict | None, cfg: dict, sampled: bool, n: int = 10,
+                 unguided: bool = True) -> dict:
+    """Where the model's over-valuation of the actor comes from, on the run's own last `n` training episodes that
+    the guidance prior took no part in (the replay's, matched from the end to the logged episodes by return):
+    their real return; the reward head on their posterior states (own_filtered_return: does it value what it
+    saw?); along the open-loop prediction from their first frame with the recorded actions (own_openloop_return:
+    does the dynamics model predict where those actions lead?); and the actor imagined from the same first
+    frames (own_imagined_return). Filtered ~ real, open-loop ~ real but imagined >> real: the actor drives
+    imagination where real actions do not go; open-loop >> real: the dynamics err on the actor's real actions."""
+    if state is None or not has_world_model(state) or cfg["trainer"].get("envs", 1) != 1:
+        return {}
+    episodes = replay_episodes(run)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    logged = [r for r in rows if "train/return" in r]
+    same = lambda ep, row: np.isclose(float(ep["reward"].sum()), row["train/return"], rtol=1e-3, atol=1e-2)
+    # a run read while it trains may have written one more episode than it logged, or the other way round
+    cut = next(((a, b) for a, b in ((0, 0), (1, 0), (0, 1), (2, 0), (0, 2))
+                if len(episodes) > a and len(logged) > b and same(episodes[-1 - a], logged[-1 - b])), (0, 0))
+    chosen = []
+    for ep, row in zip(reversed(episodes[:len(episodes) - cut[0]]), reversed(logged[:len(logged) - cut[1]])):
+        if not same(ep, row):
+            break  # the two lists no longer line up
+        if not unguided or row.get("train/guided", 0.0) == 0.0:
+            chosen.append(ep)
+        if len(chosen) == n:
+            break
+    if not chosen:
+        return {"own_episodes": 0}
+    mask = (np.abs(np.concatenate([e["action"] for e in chosen])).max(0) > 0).astype(np.float32)  # (A,) native dims
+    agent = world_model_agent(state, cfg, mask)
+    if not load_actor(agent, state):
+        return {"own_episodes": 0}
+    real, filtered, openloop, imagined = [], [], [], []
+    for ep in chosen:
+        batch = {k: torch.as_tensor(ep[k][None]) for k in ("image", "action", "is_first")}  # (1, L, ...)
+        real.append(float(ep["reward"][1:].sum()))
+        filtered.append(float(predicted_rewards(agent, batch)[0, 1:].sum()))
+        openloop.append(float(openloop_rewards(agent, batch).sum()))
+        imagined.append(imagined_policy_return(agent, {k: v[:, :1] for k, v in batch.items()}, len(ep["reward"]) - 1,
+                                               sampled=sampled))
+    return {"own_episodes": len(chosen), "own_real_return": float(np.mean(real)),
+            "own_filtered_return": float(np.mean(filtered)), "own_openloop_return": float(np.mean(openloop)),
+            "own_imagined_return": float(np.mean(imagined))}
+
+
 def from_metrics(run: pathlib.Path) -> dict:
     path = run / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
@@ -246,6 +326,7 @@ def diagnose(run_dir, dataset: str | None = None, episodes: int = 10) -> dict:
     for part in (retrieval_purity(run, cfg, data), from_metrics(run), prior_alone(run, cfg, episodes)):
         out.update(part)
     out.update(reward_fit(state, cfg, data, sampled=bool(out.get("policy_final_sampled"))))
+    out.update(own_episodes(run, state, cfg, sampled=bool(out.get("policy_final_sampled"))))
     (run / "diagnostics.json").write_text(json.dumps(out, indent=1))
     return out
 

@@ -33,6 +33,9 @@ KNOWN = [
     # the return the world model imagines for the actor from the target's first frames, its real final return, and
     # whether both act with sampled actions (1) or the actor's mean (0), as the run's last final evaluation did
     "policy_imagined_return", "policy_final_return", "policy_final_sampled",
+    # the run's own last unguided training episodes: real return, and the model's on their posterior states, along
+    # its open-loop prediction with their recorded actions, and imagining the actor from their first frames
+    "own_episodes", "own_real_return", "own_filtered_return", "own_openloop_return", "own_imagined_return",
     # distillation domain weights: the top source over the last quarter of logs
     "weight_top", "weight_top_value",
     "dataset",

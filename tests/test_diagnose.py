@@ -79,6 +79,7 @@ def test_own_episodes_line_up_with_the_logged_ones(gsa_run):
     out = own_episodes(run, state, state["config"], sampled=False, n=2, unguided=False)
     assert out["own_episodes"] == 2 and np.isclose(out["own_real_return"], np.mean(logged[-2:]), rtol=1e-5, atol=1e-4)
     assert all(math.isfinite(out[k]) for k in ("own_filtered_return", "own_openloop_return", "own_imagined_return"))
+    assert own_episodes(run, state, state["config"], sampled=False, n=2, unguided=False) == out   # seeded rollouts
 
 
 def test_policy_fit_compares_native_dims_where_the_expert_moves():

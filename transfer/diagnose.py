@@ -271,17 +271,21 @@ def own_episodes(run: pathlib.Path, state: dict | None, cfg: dict, sampled: bool
     agent = world_model_agent(state, cfg, mask)
     if not load_actor(agent, state):
         return {"own_episodes": 0}
-    real, filtered, openloop, imagined = [], [], [], []
-    for ep in chosen:
-        batch = {k: torch.as_tensor(ep[k][None]) for k in ("image", "action", "is_first")}  # (1, L, ...)
-        real.append(float(ep["reward"][1:].sum()))
-        filtered.append(float(predicted_rewards(agent, batch)[0, 1:].sum()))
-        openloop.append(float(openloop_rewards(agent, batch).sum()))
-        imagined.append(imagined_policy_return(agent, {k: v[:, :1] for k, v in batch.items()}, len(ep["reward"]) - 1,
-                                               sampled=sampled))
-    return {"own_episodes": len(chosen), "own_real_return": float(np.mean(real)),
-            "own_filtered_return": float(np.mean(filtered)), "own_openloop_return": float(np.mean(openloop)),
-            "own_imagined_return": float(np.mean(imagined))}
+    with torch.random.fork_rng():  # the same numbers on every call (the rollouts sample), the caller's stream kept
+        torch.manual_seed(0)
+        returns = np.array([own_returns(agent, ep, sampled) for ep in chosen])  # (n, 4)
+    real, filtered, openloop, imagined = returns.mean(0)
+    return {"own_episodes": len(chosen), "own_real_return": real, "own_filtered_return": filtered,
+            "own_openloop_return": openloop, "own_imagined_return": imagined}
+
+
+def own_returns(agent: Agent, ep: dict, sampled: bool) -> tuple[float, float, float, float]:
+    """One recorded episode's real return and the model's three returns for it (see own_episodes)."""
+    batch = {k: torch.as_tensor(ep[k][None]) for k in ("image", "action", "is_first")}  # (1, L, ...)
+    first = {k: v[:, :1] for k, v in batch.items()}
+    return (float(ep["reward"][1:].sum()), float(predicted_rewards(agent, batch)[0, 1:].sum()),
+            float(openloop_rewards(agent, batch).sum()),
+            imagined_policy_return(agent, first, len(ep["reward"]) - 1, sampled=sampled))
 
 
 def from_metrics(run: pathlib.Path) -> dict:

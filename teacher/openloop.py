@@ -12,9 +12,9 @@ from core.world_model import WorldModel
 
 
 @torch.no_grad()
-def predict(wm: WorldModel, batch: dict, context: int) -> tuple[np.ndarray, np.ndarray]:
-    """batch leaves (B, T, ...) on wm's device. Returns truth and prediction, uint8 (B, T, R, R, 3):
-    posterior reconstructions for t < context, open-loop prior predictions after."""
+def rollout(wm: WorldModel, batch: dict, context: int) -> dict:
+    """batch leaves (B, T, ...) on wm's device -> model states {deter (B, T, D), stoch (B, T, S, C)}: posteriors for
+    t < context, then the prior alone, driven by the recorded actions."""
     cond = wm.cond(batch)
     head = {k: batch[k][:, :context] for k in ("image", "action", "is_first")}  # (B, context, ...)
     if cond is not None:
@@ -25,7 +25,15 @@ def predict(wm: WorldModel, batch: dict, context: int) -> tuple[np.ndarray, np.n
     for t in range(context, batch["action"].shape[1]):
         state = wm.rssm.img_step(state, batch["action"][:, t], cond)
         deters.append(state["deter"][:, None]), stochs.append(state["stoch"][:, None])
-    deter, stoch = torch.cat(deters, 1), torch.cat(stochs, 1)  # (B, T, D), (B, T, S, C)
+    return {"deter": torch.cat(deters, 1), "stoch": torch.cat(stochs, 1)}
+
+
+@torch.no_grad()
+def predict(wm: WorldModel, batch: dict, context: int) -> tuple[np.ndarray, np.ndarray]:
+    """batch leaves (B, T, ...) on wm's device. Returns truth and prediction, uint8 (B, T, R, R, 3):
+    posterior reconstructions for t < context, open-loop prior predictions after."""
+    states = rollout(wm, batch, context)
+    deter, stoch = states["deter"], states["stoch"]  # (B, T, D), (B, T, S, C)
     b, t = deter.shape[:2]
     image = wm.decoder.cnn(deter.flatten(0, 1), stoch.flatten(2).flatten(0, 1))  # (B*T, 3, R, R)
     image = image.reshape(b, t, *image.shape[1:]).permute(0, 1, 3, 4, 2)

@@ -214,7 +214,10 @@ def replay_episodes(run: pathlib.Path) -> list[dict]:
     if not files:
         return []
     keys = ("image", "action", "reward", "is_first", "is_last")
-    parts = [dict(np.load(f)) for f in files]
+    parts = []
+    for f in files:
+        with np.load(f) as z:
+            parts.append({k: z[k] for k in keys})
     steps = {k: np.concatenate([p[k] for p in parts]) for k in keys}  # (N, ...)
     starts = np.flatnonzero(steps["is_first"])
     ends = np.flatnonzero(steps["is_last"])
@@ -230,13 +233,9 @@ def replay_episodes(run: pathlib.Path) -> list[dict]:
 def openloop_rewards(agent: Agent, batch: dict, samples: int = 4) -> np.ndarray:
     """The reward head along the world model's open-loop prediction of a recorded episode (batch B=1): its first
     frame observed, then the prior only, driven by the recorded actions; mean over `samples` rollouts: (L-1,)."""
-    batch = {k: v.expand(samples, *v.shape[1:]) for k, v in batch.items()}  # (S, L, ...)
-    post, _ = agent.wm.observe({k: v[:, :1] for k, v in batch.items()})
-    state, rewards = {k: v[:, -1] for k, v in post.items()}, []
-    for t in range(1, batch["action"].shape[1]):
-        state = agent.wm.rssm.img_step(state, batch["action"][:, t])
-        rewards.append(agent.wm.predict_reward(agent.wm.rssm.feat(state)).float())  # (S,)
-    return torch.stack(rewards, 1).mean(0).numpy()
+    from teacher.openloop import rollout
+    states = rollout(agent.wm, {k: v.expand(samples, *v.shape[1:]) for k, v in batch.items()}, context=1)  # (S, L, ...)
+    return agent.wm.predict_reward(agent.wm.rssm.feat(states))[:, 1:].float().mean(0).numpy()
 
 
 def own_episodes(run: pathlib.Path, state: dict | None, cfg: dict, sampled: bool, n: int = 10,
@@ -251,8 +250,7 @@ def own_episodes(run: pathlib.Path, state: dict | None, cfg: dict, sampled: bool
     if state is None or not has_world_model(state) or cfg["trainer"].get("envs", 1) != 1:
         return {}
     episodes = replay_episodes(run)
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    logged = [r for r in rows if "train/return" in r]
+    logged = [r for r in metrics_rows(run) if "train/return" in r]
     same = lambda ep, row: np.isclose(float(ep["reward"].sum()), row["train/return"], rtol=1e-3, atol=1e-2)
     # a run read while it trains may have written one more episode than it logged, or the other way round
     cut = next(((a, b) for a, b in ((0, 0), (1, 0), (0, 1), (2, 0), (0, 2))
@@ -288,9 +286,13 @@ def own_returns(agent: Agent, ep: dict, sampled: bool) -> tuple[float, float, fl
             imagined_policy_return(agent, first, len(ep["reward"]) - 1, sampled=sampled))
 
 
-def from_metrics(run: pathlib.Path) -> dict:
+def metrics_rows(run: pathlib.Path) -> list[dict]:
     path = run / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def from_metrics(run: pathlib.Path) -> dict:
+    rows = metrics_rows(run)
     out = {}
     final = [r for r in rows if "final/return" in r]
     if final:  # real, to set against policy_imagined_return (same policy: sampled actions or the mean)

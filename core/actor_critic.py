@@ -79,7 +79,9 @@ class ActorCritic(nn.Module):
         self.critic = zero_last(mlp(feat_dim, cfg.bins, cfg.layers, cfg.units))
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.retnorm = ReturnNorm(cfg.retnorm_decay)
-        self.reward_fn = None  # (wm, feats (H+1, N, F), actions (H, N, A)) -> (H, N); None: the reward head
+        # (wm, feats (H+1, N, F), actions (H, N, A)) -> (H, N), or ((H, N), {name: 0-dim tensor} logged with the
+        # loss's metrics); None: the reward head
+        self.reward_fn = None
         # Extra actor input (Vid2Act's action-replay features); a plain object, not a submodule:
         # .extra_dim, .imagined(feat (..., N, F)) -> (..., N, X), .acting(latent) -> (N, X) (Agent.policy)
         self.actor_input = None
@@ -149,10 +151,12 @@ class ActorCritic(nn.Module):
         reinforce = c.grad != "dynamics"
         with frozen(wm), frozen(self.critic), torch.set_grad_enabled(not reinforce):
             feats, actions, raws, *dist = self.imagine(wm, start, c.horizon, with_dist=reinforce)
+            extra = {}  # a reward_fn may return (reward, {name: 0-dim tensor}) to log alongside
             if self.reward_fn is None:
                 reward = wm.predict_reward(feats[1:])                  # (H, N)
             else:
                 reward = self.reward_fn(wm, feats, actions)            # (H, N)
+                reward, extra = reward if isinstance(reward, tuple) else (reward, {})
             cont = wm.predict_cont(feats[1:])
             cont = torch.ones_like(reward) if cont is None else cont  # (H, N)
         shared = reinforce and not c.slow_target  # one fast-critic pass serves targets and critic loss
@@ -175,7 +179,7 @@ class ActorCritic(nn.Module):
         critic_loss = (weight * critic_loss).mean()
         metrics = dict(actor_loss=actor_loss.detach(), critic_loss=critic_loss.detach(),
                        entropy=entropy.mean().detach(), imag_return=ret.mean().detach(),
-                       imag_reward=reward.mean().detach(), return_scale=scale.detach())
+                       imag_reward=reward.mean().detach(), return_scale=scale.detach(), **extra)
         return actor_loss + critic_loss, metrics
 
     @torch.no_grad()

@@ -4,7 +4,8 @@ Extension seams used by other packages (student/, teacher/) without touching the
 - ``loss_terms``: callables ``(agent, batch, post) -> {name: (B, T) loss}`` added to the world-model
   loss (scaled by ``loss_scales[name]``, default 1): distillation, exploration ensembles, etc.
 - ``ac.reward_fn``: ``(wm, feats (H+1, N, F), actions (H, N, A)) -> (H, N)`` replaces the reward head's
-  prediction in imagination (intrinsic rewards).
+  prediction in imagination (intrinsic rewards, uncertainty penalties); it may also return ``(reward, {name:
+  0-dim tensor})``, logged with the actor-critic's metrics.
 - ``attach(name, module)``: a module trained by the world-model optimiser (kept in checkpoints).
 - ``acting_observers``: callables run on every acting step (e.g. a frozen teacher filtering the same
   observations); what they return is carried in the per-env state.

@@ -59,6 +59,7 @@ COMPONENTS = {
     "vae_prior": Part("student.vid2act:attach_prior", needs=("action_replay",), provides=("prior",),
                       on=prior_is("vae")),
     "guidance": Part("student.guidance:attach", needs=("prior",), on=switch("guidance")),  # the prior acts some episodes
+    "pessimism": Part("student.pessimism:attach", on=lambda m: float((m.get("pessimism") or {}).get("scale", 0)) > 0),
     "packnet": Part("student.packnet:attach", on=lambda m: bool((m.get("packnet") or {}).get("enabled"))),  # actor masks
 }
 

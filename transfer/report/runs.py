@@ -126,7 +126,8 @@ SWITCHES = [("rehearsal", True, _flag("rehearsal", "no-rehearsal"), None),
             ("distill.alpha", 1.0, lambda v: f"alpha={float(v):g}", _distilling),
             ("distill.residual", False, _flag("residual-distiller", "plain-distiller"), _distilling),
             ("action_replay.pretrain_steps", 0, lambda v: "pretrained-vae" if v else "untrained-prior", _vae_used),
-            ("packnet.enabled", False, _flag("packnet", "no-packnet"), None)]
+            ("packnet.enabled", False, _flag("packnet", "no-packnet"), None),
+            ("pessimism.scale", 0.0, lambda v: f"pessimism={float(v):g}" if v else "no-pessimism", None)]
 
 
 @functools.lru_cache(maxsize=None)

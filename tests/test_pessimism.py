@@ -1,0 +1,102 @@
+"""Pessimism in imagination (student/pessimism.py): the penalised reward and the part in the real loop."""
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import compose
+from student.pessimism import Pessimism
+from teacher.data.explore import Disagreement
+from transfer.build import build_trainer
+from transfer.report.runs import method_label
+
+FAST = ["env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "trainer.batch_size=2",
+        "trainer.batch_length=8", "trainer.train_ratio=16", "trainer.eval_every=1000000",
+        "trainer.final_eval_episodes=1", "trainer.log_every=20", "logger.wandb=disabled", "logger.progress=false"]
+
+
+def _agent():
+    cfg = compose("preset=quick_dmc", "model.bf16=false")
+    from core.agent import Agent
+    import numpy as np
+    torch.manual_seed(0)
+    agent = Agent({"image": (64, 64, 3)}, np.ones(2, bool), cfg.model, torch.device("cpu"))
+    with torch.no_grad():  # a reward head that is not constant (its last layer starts at zero)
+        for p in agent.wm.reward.parameters():
+            p.normal_(0, 0.5)
+    return agent
+
+
+def test_penalised_reward_is_the_reward_minus_the_heads_spread():
+    agent = _agent()
+    wm, rssm = agent.wm, agent.wm.rssm
+    ensemble = Disagreement(rssm.feat_dim, 2, rssm.stoch_dim, heads=3, layers=1, units=16)
+    feats, actions = torch.randn(5, 7, rssm.feat_dim), torch.rand(4, 7, 2) * 2 - 1  # (H+1, N, F), (H, N, A)
+    plain = wm.predict_reward(feats[1:])                                               # (H, N)
+    with torch.no_grad():
+        reward, metrics = Pessimism(ensemble, scale=2.0).reward(wm, feats, actions)
+        guesses = ensemble.predict(feats[:-1], actions)                                # (K, H, N, S*C)
+        per_head = torch.stack([wm.predict_reward(torch.cat([feats[1:, :, :rssm.deter], g], -1)) for g in guesses])
+    assert reward.shape == (4, 7)
+    torch.testing.assert_close(reward, plain - 2.0 * per_head.std(0))
+    assert (reward <= plain + 1e-6).all() and (reward < plain - 1e-4).any()
+    torch.testing.assert_close(metrics["pessimism_spread"], per_head.std(0).mean())
+    for head in ensemble.heads[1:]:  # heads that agree: no penalty
+        head.load_state_dict(ensemble.heads[0].state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(Pessimism(ensemble, 2.0).reward(wm, feats, actions)[0], plain, atol=1e-5, rtol=0)
+
+
+def test_the_penalty_sends_gradients_to_the_actions_but_not_to_the_frozen_model():
+    from core.actor_critic import frozen
+    agent = _agent()
+    wm, rssm = agent.wm, agent.wm.rssm
+    ensemble = agent.attach("pessimism", Disagreement(rssm.feat_dim, 2, rssm.stoch_dim, 3, 1, 16))
+    feats, actions = torch.randn(3, 4, rssm.feat_dim), torch.zeros(2, 4, 2, requires_grad=True)
+    with frozen(wm):
+        reward, _ = Pessimism(ensemble, 1.0).reward(wm, feats, actions)
+        reward.sum().backward()
+    assert actions.grad is not None and actions.grad.abs().sum() > 0
+    assert all(p.grad is None for p in wm.parameters())
+
+
+def test_pessimism_part_trains_in_the_loop_logs_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    cfg = compose("preset=quick_dmc", "method=dreamer", "method.pessimism.scale=1.0", *FAST, "trainer.steps=120",
+                  "trainer.checkpoint_every=60", f"run_dir={run}")
+    trainer = build_trainer(cfg, run)
+    try:
+        agent = trainer.agent
+        assert agent.ac.reward_fn is not None and "pessimism" in dict(agent.wm.named_children())
+        ids = {id(p) for p in agent.wm_opt.params}
+        assert all(id(p) in ids for p in agent.wm.pessimism.parameters())  # trained by the world-model optimiser
+        before = [p.detach().clone() for p in agent.wm.pessimism.parameters()]
+        trainer.run()
+        assert any(not torch.equal(a, b) for a, b in zip(before, agent.wm.pessimism.parameters()))
+        trained = {k: v.clone() for k, v in agent.wm.pessimism.state_dict().items()}
+    finally:
+        trainer.close()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if "train/pessimism_spread" in r]
+    assert train and all(r["train/pessimism_spread"] >= 0 and "train/loss_disagreement" in r for r in train)
+    resumed = build_trainer(cfg, run)  # the ensemble comes back from the checkpoint
+    try:
+        for k, v in resumed.agent.wm.pessimism.state_dict().items():
+            torch.testing.assert_close(v, trained[k])
+    finally:
+        resumed.close()
+    assert method_label(OmegaConf.to_container(cfg.method)) == "dreamer pessimism=1"
+    assert method_label(OmegaConf.to_container(compose("method=dreamer").method)) == "dreamer"
+
+
+def test_pessimism_is_off_by_default_and_refuses_a_second_reward_fn(tmp_path):
+    trainer = build_trainer(compose("preset=quick_dmc", *FAST, f"run_dir={tmp_path / 'a'}"), tmp_path / "a")
+    try:
+        assert trainer.agent.ac.reward_fn is None and "pessimism" not in dict(trainer.agent.wm.named_children())
+    finally:
+        trainer.close()
+    cfg = compose("preset=quick_dmc", "method=explore", "method.components=[disagreement,pessimism]",
+                  "+method.pessimism={scale: 1.0, heads: 2, layers: 1, units: 8}", *FAST, f"run_dir={tmp_path / 'b'}")
+    with pytest.raises(ValueError, match="already replaces the imagined reward"):
+        build_trainer(cfg, tmp_path / "b")

@@ -5,13 +5,19 @@ more than the real env does (imagined return of its own policy 1.7-4.5x the real
 prediction along the real actions stays within 0.6-1.5x; docs/results/noncurated_mw/session17/NOTES.md). The
 model is roughly right where the data is and wrong where the actor goes; the actor's objective should count that.
 
-How: an ensemble of K next-state predictors (teacher.data.explore.Disagreement, as Plan2Explore's, trained with
-the world model on every batch row) guesses, for each imagined transition (feat_t, a_t), K next stochastic states.
-The reward head scores each guess together with the imagined next deterministic state, and the spread of those K
-rewards, in reward units (so one scale suits every task), is subtracted from the reward the actor and critic see:
+How (method.pessimism.kind), each ensemble trained with the world model as a loss term:
+- dynamics: K next-state predictors (teacher.data.explore.Disagreement, as Plan2Explore's) guess, for each imagined
+  transition (feat_t, a_t), K next stochastic states; the reward head scores each with the imagined next
+  deterministic state: spread_t = std_k r^(deter_{t+1}, stoch^k_{t+1}).
+- reward: K reward heads fitted to the labelled rewards: spread_t = std_k r^k(feat_{t+1}).
+The spread is in reward units; the penalty is subtracted from what the actor and critic see:
 
-    r~_t = r^(deter_{t+1}, stoch_{t+1}) - scale * std_k r^(deter_{t+1}, stoch^k_{t+1})
+    r~_t = r^(feat_{t+1}) - scale * spread_t                                               (relative=false)
+    r~_t = r^(feat_{t+1}) - scale * |r|_ref * relu(spread_t / spread_ref - 1)               (relative=true)
 
+relative: spread_ref and |r|_ref are EMAs of the spread on the world-model batch's real transitions and of its mean
+|labelled reward| (Reference): no penalty where imagination is as certain as the data, and a penalty in units of a
+typical reward per unit of excess relative uncertainty, so that one scale means the same on every task.
 Where the data pins the transition down the heads agree and nothing changes; where the actor leaves the data they
 disagree and the imagined reward shrinks. scale 0 switches the part off. Logs train/pessimism_spread (mean std
 over heads) and train/pessimism_share (the penalty over the mean |imagined reward|).
@@ -19,15 +25,90 @@ over heads) and train/pessimism_share (the penalty over the mean |imagined rewar
 from __future__ import annotations
 
 import torch
+from torch import nn
 
+from core.nets import mlp
 from teacher.data.explore import Disagreement
 
 
-class Pessimism:
-    """The penalised reward (ac.reward_fn) and its log source; `ensemble` trains as a world-model loss term."""
+class NextStateSpread(Disagreement):
+    """kind=dynamics: K next-state guesses (Disagreement's heads on (feat_t, a_t), its loss term), each scored by
+    the reward head with the imagined next deterministic state; the spread of those K rewards."""
 
-    def __init__(self, ensemble: Disagreement, scale: float):
-        self.ensemble, self.scale = ensemble, float(scale)
+    def spread(self, wm, feats: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """feats (H+1, N, F), actions (H, N, A) -> (H, N)."""
+        guesses = self.predict(feats[:-1], actions)                                 # (K, H, N, S*C)
+        deter = feats[1:, ..., :wm.rssm.deter]                                      # (H, N, D)
+        heads = torch.cat([deter.expand(len(guesses), *deter.shape), guesses.to(deter.dtype)], -1)  # (K, H, N, F)
+        return wm.predict_reward(heads).std(0)
+
+
+class RewardSpread(nn.Module):
+    """kind=reward: K reward heads (the reward head's two-hot output, randomly initialised, unlike the zeroed main
+    head, so that they differ where no data pins them down) fitted to the labelled rewards on the posterior
+    features; the spread of their predictions at the imagined next states."""
+
+    def __init__(self, feat_dim: int, bins: int, heads: int, layers: int, units: int):
+        super().__init__()
+        self.heads = nn.ModuleList(mlp(feat_dim, bins, layers, units) for _ in range(heads))
+
+    def loss(self, agent, batch: dict, post: dict) -> dict:
+        wm = agent.wm
+        feat = wm.rssm.feat(post).detach()                                           # (B, T, F)
+        mask = batch.get("reward_mask", torch.ones_like(batch["reward"]))            # (B, T) 1: a real reward label
+        err = torch.stack([wm.twohot.loss(h(feat), batch["reward"]) for h in self.heads]).sum(0)  # (B, T)
+        return {"reward_ensemble": err * mask / mask.mean().clamp(min=1e-6)}
+
+    def spread(self, wm, feats: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """feats (H+1, N, F), actions (H, N, A) -> (H, N)."""
+        return torch.stack([wm.twohot.decode(h(feats[1:])) for h in self.heads]).std(0)
+
+
+class Reference(nn.Module):
+    """relative=true: EMAs of the ensemble's spread on the batch's real (posterior) transitions and of the mean
+    |labelled reward|, the yardsticks that make the penalty unit-free. Kept in checkpoints (buffers)."""
+
+    def __init__(self, decay: float):
+        super().__init__()
+        self.decay = decay
+        self.register_buffer("spread", torch.zeros(()))
+        self.register_buffer("reward", torch.zeros(()))
+        self.register_buffer("seen", torch.zeros(()))   # 0 until the first update (then the EMAs start from it)
+
+    @torch.no_grad()
+    def update(self, spread: torch.Tensor, reward: torch.Tensor) -> None:
+        """spread, reward: 0-dim batch means. No host sync (CUDA graphs)."""
+        for ema, new in ((self.spread, spread), (self.reward, reward)):
+            ema.copy_(torch.where(self.seen > 0, ema * self.decay + new.float() * (1 - self.decay), new.float()))
+        self.seen.fill_(1.0)
+
+
+class Pessimism:
+    """The penalised reward (ac.reward_fn) and the ensemble's loss term (with `reference`, it also updates the
+    yardsticks on each world-model batch)."""
+
+    def __init__(self, ensemble: NextStateSpread | RewardSpread, scale: float, reference: Reference | None = None):
+        self.ensemble, self.scale, self.reference = ensemble, float(scale), reference
+
+    def loss(self, agent, batch: dict, post: dict) -> dict:
+        if self.reference is not None:
+            with torch.no_grad():
+                feats = agent.wm.rssm.feat(post).transpose(0, 1)                       # (T, B, F)
+                actions = batch["action"][:, 1:].transpose(0, 1)                       # (T-1, B, A)
+                keep = ~batch["is_first"][:, 1:].bool().transpose(0, 1)               # (T-1, B) no reset inside
+                spread = self.ensemble.spread(agent.wm, feats, actions)                # (T-1, B)
+                mask = batch.get("reward_mask", torch.ones_like(batch["reward"]))     # (B, T)
+                self.reference.update((spread * keep).sum() / keep.sum().clamp(min=1),
+                                      (batch["reward"].abs() * mask).sum() / mask.sum().clamp(min=1))
+        return self.ensemble.loss(agent, batch, post)
+
+    def penalty(self, spread: torch.Tensor) -> torch.Tensor:
+        """spread (H, N) -> penalty (H, N): scale x spread (absolute), or scale x the mean |reward| x the spread's
+        excess over its level on real transitions, relu(spread / reference - 1) (relative)."""
+        if self.reference is None:
+            return self.scale * spread
+        ref = self.reference
+        return self.scale * ref.reward * torch.relu(spread / ref.spread.clamp(min=1e-8) - 1.0)
 
     def reward(self, wm, feats: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """feats (H+1, N, F), actions (H, N, A) -> penalised rewards (H, N) and metrics {pessimism_spread: mean
@@ -35,18 +116,18 @@ class Pessimism:
         reach the actions (and states) through the frozen world model like the reward head's own: with dynamics
         backprop the actor is pushed away from uncertain transitions, not only paid less for them."""
         reward = wm.predict_reward(feats[1:])                                       # (H, N)
-        guesses = self.ensemble.predict(feats[:-1], actions)                        # (K, H, N, S*C)
-        deter = feats[1:, ..., :wm.rssm.deter]                                      # (H, N, D)
-        heads = torch.cat([deter.expand(len(guesses), *deter.shape), guesses.to(deter.dtype)], -1)  # (K, H, N, F)
-        spread = wm.predict_reward(heads).std(0)                                    # (H, N)
-        mean_spread = spread.mean().detach()
-        share = self.scale * mean_spread / reward.abs().mean().detach().clamp(min=1e-6)
-        return reward - self.scale * spread, {"pessimism_spread": mean_spread, "pessimism_share": share}
+        spread = self.ensemble.spread(wm, feats, actions)                           # (H, N)
+        penalty = self.penalty(spread)                                              # (H, N)
+        metrics = {"pessimism_spread": spread.mean().detach(),
+                   "pessimism_share": penalty.mean().detach() / reward.abs().mean().detach().clamp(min=1e-6)}
+        if self.reference is not None:
+            metrics["pessimism_ratio"] = metrics["pessimism_spread"] / self.reference.spread.clamp(min=1e-8)
+        return reward - penalty, metrics
 
 
 def attach(ctx) -> None:
-    """The `pessimism` part (ctx: transfer's Context): the next-state ensemble (a world-model loss term, kept in
-    checkpoints) and the penalised imagined reward."""
+    """The `pessimism` part (ctx: transfer's Context): the ensemble (a world-model loss term, kept in checkpoints)
+    and the penalised imagined reward."""
     agent, c = ctx.agent, ctx.method.pessimism
     if not hasattr(agent, "wm"):
         raise ValueError("method.pessimism penalises a world model's imagination; this method's agent has none "
@@ -56,9 +137,18 @@ def attach(ctx) -> None:
                          "(e.g. method=explore's disagreement); use one of them")
     if agent.wm.reward is None:
         raise ValueError("method.pessimism needs the world model's reward head (model.wm.reward_head=true)")
-    rssm = agent.wm.rssm
-    ensemble = Disagreement(rssm.feat_dim, agent.act_dim, rssm.stoch_dim, c.heads, c.layers, c.units)
+    rssm, kind = agent.wm.rssm, c.get("kind", "dynamics")
+    if kind == "dynamics":
+        ensemble = NextStateSpread(rssm.feat_dim, agent.act_dim, rssm.stoch_dim, c.heads, c.layers, c.units)
+    elif kind == "reward":
+        ensemble = RewardSpread(rssm.feat_dim, len(agent.wm.twohot.bins), c.heads, c.layers, c.units)
+    else:
+        raise ValueError(f"method.pessimism.kind={kind!r}: use dynamics (next-state guesses) or reward (reward heads)")
+    reference = None
+    if c.get("relative", False):  # the yardsticks ride in the ensemble's state (checkpoints)
+        reference = Reference(float(c.get("decay", 0.99)))
+        ensemble.add_module("reference", reference)
     agent.attach("pessimism", ensemble)
-    agent.loss_terms.append(ensemble.loss)
-    part = Pessimism(ensemble, c.scale)
+    part = Pessimism(ensemble, c.scale, reference)
+    agent.loss_terms.append(part.loss)
     agent.ac.reward_fn = part.reward

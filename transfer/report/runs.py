@@ -127,7 +127,9 @@ SWITCHES = [("rehearsal", True, _flag("rehearsal", "no-rehearsal"), None),
             ("distill.residual", False, _flag("residual-distiller", "plain-distiller"), _distilling),
             ("action_replay.pretrain_steps", 0, lambda v: "pretrained-vae" if v else "untrained-prior", _vae_used),
             ("packnet.enabled", False, _flag("packnet", "no-packnet"), None),
-            ("pessimism.scale", 0.0, lambda v: f"pessimism={float(v):g}" if v else "no-pessimism", None)]
+            ("pessimism.scale", 0.0, lambda v: f"pessimism={float(v):g}" if v else "no-pessimism", None),
+            ("pessimism.kind", "dynamics", lambda v: f"pessimism-{v}", lambda m: bool(_get(m, "pessimism.scale"))),
+            ("pessimism.relative", False, _flag("relative", "absolute"), lambda m: bool(_get(m, "pessimism.scale")))]
 
 
 @functools.lru_cache(maxsize=None)

@@ -73,14 +73,19 @@ class Reference(nn.Module):
         self.decay = decay
         self.register_buffer("spread", torch.zeros(()))
         self.register_buffer("reward", torch.zeros(()))
-        self.register_buffer("seen", torch.zeros(()))   # 0 until the first update (then the EMAs start from it)
+        self.register_buffer("seen", torch.zeros(()))   # updates so far
 
     @torch.no_grad()
     def update(self, spread: torch.Tensor, reward: torch.Tensor) -> None:
-        """spread, reward: 0-dim batch means. No host sync (CUDA graphs)."""
+        """spread, reward: 0-dim batch means. The weight of a new value is max(1 / updates, 1 - decay): a plain mean
+        over the first 1 / (1 - decay) updates, then the EMA. (A plain EMA started from the first batch keeps the
+        spread's yardstick near zero for hundreds of updates, because the zero-initialised reward head makes every
+        guess score the same at first: measured ratio 57 and a penalty 1e5 x the reward 1k frames after warm-up.)
+        No host sync (CUDA graphs)."""
+        self.seen.add_(1.0)
+        weight = torch.clamp(1.0 / self.seen, min=1.0 - self.decay)
         for ema, new in ((self.spread, spread), (self.reward, reward)):
-            ema.copy_(torch.where(self.seen > 0, ema * self.decay + new.float() * (1 - self.decay), new.float()))
-        self.seen.fill_(1.0)
+            ema.lerp_(new.float(), weight)
 
 
 class Pessimism:

@@ -84,8 +84,11 @@ def test_relative_penalty_is_zero_at_the_data_level_and_counts_typical_rewards_a
     spread = torch.tensor([[0.5, 1.0, 1.5, 3.0]])                                          # (H, N)
     torch.testing.assert_close(part.penalty(spread), 2.0 * 3.0 * torch.tensor([[0.0, 0.0, 0.5, 2.0]]))
     batch["reward"] = torch.full((b, t), -1.0)
-    part.loss(agent, batch, post)  # EMA: 0.5 x 3 + 0.5 x 1
+    part.loss(agent, batch, post)  # the mean of the first 1 / (1 - decay) = 2 batches: (3 + 1) / 2
     torch.testing.assert_close(part.reference.reward, torch.tensor(2.0))
+    batch["reward"] = torch.full((b, t), -6.0)
+    part.loss(agent, batch, post)  # then the EMA: 0.5 x 2 + 0.5 x 6
+    torch.testing.assert_close(part.reference.reward, torch.tensor(4.0))
 
 
 def test_the_penalty_sends_gradients_to_the_actions_but_not_to_the_frozen_model():
@@ -116,7 +119,7 @@ def test_pessimism_part_trains_in_the_loop_logs_and_resumes(tmp_path):
         trainer.run()
         assert any(not torch.equal(a, b) for a, b in zip(before, agent.wm.pessimism.parameters()))
         trained = {k: v.clone() for k, v in agent.wm.pessimism.state_dict().items()}
-        assert float(trained["reference.seen"]) == 1.0 and float(trained["reference.spread"]) > 0
+        assert float(trained["reference.seen"]) >= 1.0 and float(trained["reference.spread"]) > 0
     finally:
         trainer.close()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

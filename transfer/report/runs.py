@@ -110,6 +110,10 @@ def _distilling(m: dict) -> bool:
     return _get(m, "distill.enabled") is not False
 
 
+def _pessimistic(m: dict) -> bool:  # the penalty's kind and form matter where it is on
+    return bool(_get(m, "pessimism.scale"))
+
+
 def _vae_used(m: dict) -> bool:  # the VAE's pretraining matters where the VAE acts or feeds the actor
     guided = _get(m, "guidance") is not False and _get(m, "prior") == "vae"
     return _get(m, "action_replay.enabled") is not False and (guided or _get(m, "actor_input") is True)
@@ -128,8 +132,8 @@ SWITCHES = [("rehearsal", True, _flag("rehearsal", "no-rehearsal"), None),
             ("action_replay.pretrain_steps", 0, lambda v: "pretrained-vae" if v else "untrained-prior", _vae_used),
             ("packnet.enabled", False, _flag("packnet", "no-packnet"), None),
             ("pessimism.scale", 0.0, lambda v: f"pessimism={float(v):g}" if v else "no-pessimism", None),
-            ("pessimism.kind", "dynamics", lambda v: f"pessimism-{v}", lambda m: bool(_get(m, "pessimism.scale"))),
-            ("pessimism.relative", False, _flag("relative", "absolute"), lambda m: bool(_get(m, "pessimism.scale")))]
+            ("pessimism.kind", "dynamics", lambda v: f"pessimism-{v}", _pessimistic),
+            ("pessimism.relative", False, _flag("relative", "absolute"), _pessimistic)]
 
 
 @functools.lru_cache(maxsize=None)

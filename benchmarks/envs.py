@@ -1,4 +1,6 @@
-"""Env steps/s per suite, rendering included, through the real worker pool (1 and 2 workers).
+"""Env steps/s per suite, rendering included, through the real worker pool (1 and 2 workers), and the
+seconds a pool takes to start (its workers built and their envs answering; the first pool of the process
+also starts the fork server, envs/workers.py).
 
     python -m benchmarks.envs [--suites dmc metaworld driving] [--steps 300]
 
@@ -27,7 +29,10 @@ TASKS = {"dmc": "walker_walk", "metaworld": "drawer-open", "driving": "highway"}
 def bench_envs(suite: str, task: str, workers: int, steps: int) -> dict:
     """Agent steps/s (and simulator frames/s) of `workers` envs stepped in lock-step."""
     cfg = suite_config(suite)
-    with EnvPool(env_fns(cfg, task, 0, A, workers)) as pool:
+    fns = env_fns(cfg, task, 0, A, workers)
+    begin = time.perf_counter()
+    with EnvPool(fns) as pool:
+        start_s = time.perf_counter() - begin
         mask = pool.specs[0].action_mask
         rng = np.random.default_rng(0)
         for _ in range(5):  # warm-up (first renders, first resets)
@@ -37,14 +42,14 @@ def bench_envs(suite: str, task: str, workers: int, steps: int) -> dict:
             pool.step(rng.uniform(-1, 1, (workers, A)).astype(np.float32) * mask)
         elapsed = time.perf_counter() - start
         repeat = pool.specs[0].action_repeat
-    return dict(suite=suite, task=task, workers=workers, action_repeat=repeat,
+    return dict(suite=suite, task=task, workers=workers, action_repeat=repeat, start_s=start_s,
                 agent_steps_per_s=steps * workers / elapsed, frames_per_s=repeat * steps * workers / elapsed)
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'suite':<10}{'task':<16}{'workers':>8}{'repeat':>8}{'agent steps/s':>15}{'frames/s':>10}")
+    print(f"{'suite':<10}{'task':<16}{'workers':>8}{'repeat':>8}{'start s':>9}{'agent steps/s':>15}{'frames/s':>10}")
     for r in rows:
-        print(f"{r['suite']:<10}{r['task']:<16}{r['workers']:>8}{r['action_repeat']:>8}"
+        print(f"{r['suite']:<10}{r['task']:<16}{r['workers']:>8}{r['action_repeat']:>8}{r['start_s']:>9.2f}"
               f"{r['agent_steps_per_s']:>15.1f}{r['frames_per_s']:>10.1f}")
 
 

@@ -1,4 +1,8 @@
-"""Parallel env workers: EnvPool steps N envs, one "spawn" process each (or in-process).
+"""Parallel env workers: EnvPool steps N envs, one child process each (or in-process).
+
+Children fork from a fork server that has imported the simulators once (envs/preload.py; "spawn" where the
+platform has no fork server): a fresh interpreter per worker would import numpy, dm_control or Meta-World
+again, 1-2 s of CPU per worker start. Each child runs with the parent's environment as it was at its start.
 
 Owns the worker protocol, auto-reset (an env whose last observation had is_last=True is reset
 instead of stepped) and crash recovery (a worker that dies or raises is recreated from its
@@ -56,8 +60,8 @@ def _worker(conn, make_fn) -> None:
 
 @contextlib.contextmanager
 def _child_start_env():
-    """While starting a child: one thread per numeric library, and hide __main__ so the spawned
-    interpreter does not re-run the caller's script (and its torch import)."""
+    """While starting a child (or the fork server): one thread per numeric library, and hide __main__ so
+    that a new interpreter does not re-run the caller's script (and its torch import)."""
     saved_vars = {k: os.environ.get(k) for k in _THREAD_VARS}
     saved_main = sys.modules["__main__"]
     os.environ.update({k: "1" for k in _THREAD_VARS})
@@ -73,20 +77,42 @@ def _child_start_env():
                 os.environ[key] = value
 
 
+def _context():
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["envs.preload"])  # read when the server starts (the first child)
+    return ctx
+
+
+def _in_environ(environ: dict, target, *args) -> None:
+    """Child side of start_child: the parent's environment at start (a forked child has its server's)."""
+    os.environ.clear()
+    os.environ.update(environ)
+    target(*args)
+
+
+def start_child(target, *args):
+    """(process, conn): a daemon child running target(child_conn, *args) with one thread per numeric library.
+    target must be importable from a module (not defined in __main__)."""
+    if mp.get_start_method(allow_none=True) not in (None, *mp.get_all_start_methods()):
+        # inside a joblib/loky worker (launcher=local) the global start method is "loky", which a spawned
+        # child cannot set up again: it would die before building its env
+        mp.set_start_method("spawn", force=True)
+    ctx = _context()
+    conn, child_conn = ctx.Pipe()
+    with _child_start_env():
+        process = ctx.Process(target=_in_environ, args=(dict(os.environ), target, child_conn, *args), daemon=True)
+        process.start()
+    child_conn.close()  # so that recv() sees EOF when the child dies
+    return process, conn
+
+
 class _ProcessWorker:
-    """One env in a spawned child process."""
+    """One env in a child process."""
 
     def __init__(self, make_fn):
-        if mp.get_start_method(allow_none=True) not in (None, *mp.get_all_start_methods()):
-            # inside a joblib/loky worker (launcher=local) the global start method is "loky", which a spawned
-            # child cannot set up again: it would die before building its env
-            mp.set_start_method("spawn", force=True)
-        ctx = mp.get_context("spawn")
-        self.conn, child_conn = ctx.Pipe()
-        self.process = ctx.Process(target=_worker, args=(child_conn, make_fn), daemon=True)
-        with _child_start_env():
-            self.process.start()
-        child_conn.close()  # so that recv() sees EOF when the child dies
+        self.process, self.conn = start_child(_worker, make_fn)
         self.pid = self.process.pid
 
     def send(self, cmd, data=None) -> None:

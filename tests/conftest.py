@@ -14,6 +14,28 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: N worker processes sha
     torch.set_num_threads(1)
 
 
+# Test files, heaviest first (seconds per file in one `pytest -n auto --dist loadfile --durations=0` run on 2
+# AVX2 cores, 2026-12-02: test_vid2act 203, test_continual 155, test_sweep 119, test_registry 116, test_pretrain
+# 107, test_gsa 104, test_training 103, test_launchers 87, ... 13 s). pytest-xdist hands whole files to its workers
+# in collection order; its default order (files with the most tests first) left test_vid2act, the longest, for
+# last, so one worker ran it alone for minutes at the end. The other files keep their order, after these.
+HEAVIEST_FIRST = ("test_vid2act.py", "test_continual.py", "test_sweep.py", "test_registry.py", "test_pretrain.py",
+                  "test_gsa.py", "test_training.py", "test_launchers.py", "test_continual_gsa.py", "test_hybrid.py",
+                  "test_noncurated.py", "test_diagnose.py", "test_prior_seeds.py", "test_collect.py",
+                  "test_drqv2.py", "test_vae_prior.py", "test_video.py", "test_retrieval_scale.py", "test_dmc_tasks.py",
+                  "test_metaworld.py", "test_episodes.py", "test_envs.py", "test_pessimism.py")
+
+
+def pytest_configure(config):
+    if getattr(config.option, "loadscopereorder", None):
+        config.option.loadscopereorder = False  # pytest-xdist: keep the order of pytest_collection_modifyitems
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: tests keep their order in a file
+
+
 def compose(*overrides):
     """Hydra config exactly as `python -m transfer.run` would build it."""
     from hydra import compose as hydra_compose, initialize_config_dir

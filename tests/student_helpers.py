@@ -7,7 +7,7 @@ import pytest
 from conftest import collect_random, pretrain_cfg, train_run
 from teacher.pretrain import Pretrainer
 
-FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=40", "trainer.warmup=40", "trainer.batch_size=4",
+FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=40", "trainer.warmup=40", "model.ac.horizon=4", "trainer.batch_size=4",
         "trainer.batch_length=8", "trainer.train_ratio=32", "trainer.eval_every=1000000",
         "trainer.final_eval_episodes=1", "trainer.log_every=20", "logger.wandb=disabled", "logger.progress=false",
         "method.action_replay.batch=4", "method.action_replay.length=6", "method.action_replay.units=32",

@@ -20,7 +20,7 @@ from transfer import continual
 from transfer.build import build_trainer
 from transfer.sweep import finished
 
-FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "trainer.batch_size=2",
+FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "model.ac.horizon=4", "trainer.batch_size=2",
         "trainer.batch_length=8", "trainer.train_ratio=16", "trainer.eval_every=1000000", "trainer.eval_episodes=1",
         "trainer.final_eval_episodes=1", "trainer.log_every=20", "trainer.parallel=false", "trainer.threads=1",
         "logger.wandb=disabled", "logger.progress=false", "logger.tensorboard=false"]
@@ -175,7 +175,7 @@ def sequence_file(tmp_path, teacher="none.pt"):
                                                 "method.retrieval.queries=2", "method.bc.steps=4", "method.bc.batch=8",
                                                 "method.schedule.duration=200", "method.shift.every=0"],
                                   "keep": ["wm", "actor", "critic"], "replay": True}},
-                vars={"frames": 200, "teacher": str(teacher)})
+                vars={"frames": 120, "teacher": str(teacher)})
     path = tmp_path / "seq.yaml"
     path.write_text(json.dumps(spec))  # JSON is YAML
     return path
@@ -200,8 +200,8 @@ def test_a_sequence_killed_inside_its_second_task_resumes(tmp_path, capsys):
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, its transfer.run and everything they started
     proc.wait()
-    assert all(finished(chains["finetune"] / f"{i}-{t}", 200) for i, t in enumerate(TASKS))
-    assert finished(chains["packnet"] / f"0-{TASKS[0]}", 200) and not finished(interrupted)
+    assert all(finished(chains["finetune"] / f"{i}-{t}", 120) for i, t in enumerate(TASKS))
+    assert finished(chains["packnet"] / f"0-{TASKS[0]}", 120) and not finished(interrupted)
     assert rows(chains["finetune"] / "forgetting.jsonl") == [(0, 0), (1, 0), (1, 1)]
     assert rows(chains["packnet"] / "forgetting.jsonl") == [(0, 0)]
 

@@ -12,7 +12,7 @@ from core import checkpoint
 from transfer.diagnose import diagnose, own_episodes, policy_fit, replay_episodes
 from transfer.build import build_trainer
 
-FAST = ["preset=quick", "trainer.warmup=40", "trainer.batch_size=4", "trainer.batch_length=8", "trainer.train_ratio=32",
+FAST = ["preset=quick", "trainer.warmup=40", "model.ac.horizon=4", "trainer.batch_size=4", "trainer.batch_length=8", "trainer.train_ratio=32",
         "trainer.eval_every=1000000", "trainer.final_eval_episodes=1", "trainer.log_every=20", "logger.wandb=disabled",
         "logger.progress=false", "method.retrieval.queries=2", "method.bc.steps=4", "method.bc.batch=8",
         "method.schedule.duration=200", "method.retrieval.k=4", "method.shift.every=0"]

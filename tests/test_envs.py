@@ -113,6 +113,30 @@ def test_pool_in_process_auto_reset():
         assert flags == [[e, e] for e in expected]
 
 
+class EnvironProbe:
+    """A stand-in env for the worker tests below: its spec is what the worker's environment holds."""
+
+    def __init__(self, *keys):
+        self.spec = {key: os.environ.get(key) for key in keys}
+
+    def close(self):
+        pass
+
+
+def test_workers_run_with_the_parent_environment_of_their_start(monkeypatch):
+    """Workers fork from a server started with the first of them (envs/workers.py); each one must still see
+    the environment of the parent at its own start, with one thread per numeric library."""
+    probe = functools.partial(EnvironProbe, "TRL_PROBE", "OMP_NUM_THREADS")
+    before = os.environ.get("OMP_NUM_THREADS")
+    monkeypatch.setenv("TRL_PROBE", "first")
+    with EnvPool([probe]) as pool:
+        assert pool.specs == [{"TRL_PROBE": "first", "OMP_NUM_THREADS": "1"}] and pool.pids != [os.getpid()]
+    monkeypatch.setenv("TRL_PROBE", "second")
+    with EnvPool([probe, probe]) as pool:
+        assert pool.specs == [{"TRL_PROBE": "second", "OMP_NUM_THREADS": "1"}] * 2
+    assert os.environ.get("OMP_NUM_THREADS") == before  # the parent's own setting is left as it was
+
+
 def test_pool_parallel_auto_reset_and_crash_restart():
     pool = EnvPool(env_fns(CARTPOLE, "cartpole_balance", 0, A, count=2))
     processes = [w.process for w in pool._workers]

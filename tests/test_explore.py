@@ -13,7 +13,7 @@ from teacher.data.explore import Disagreement
 from transfer.explore import collect
 from transfer.build import build_trainer
 
-FAST = ["env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "trainer.batch_size=2",
+FAST = ["env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "model.ac.horizon=4", "trainer.batch_size=2",
         "trainer.batch_length=8", "trainer.train_ratio=16", "trainer.eval_every=1000000",
         "trainer.final_eval_episodes=1", "trainer.log_every=20", "logger.wandb=disabled", "logger.progress=false"]
 

@@ -10,7 +10,7 @@ from student.rehearsal import Rehearsal
 from teacher.pretrain import Pretrainer
 from transfer.build import build_trainer
 
-LOOP = ["preset=quick_dmc", "env.action_repeat=2", "trainer.warmup=40", "trainer.batch_size=4",
+LOOP = ["preset=quick_dmc", "env.action_repeat=2", "trainer.warmup=40", "model.ac.horizon=4", "trainer.batch_size=4",
         "trainer.batch_length=8", "trainer.train_ratio=32", "trainer.eval_every=1000000",
         "trainer.final_eval_episodes=1", "trainer.log_every=20", "logger.wandb=disabled", "logger.progress=false",
         "method.bc.steps=4", "method.bc.batch=8"]

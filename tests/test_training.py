@@ -16,7 +16,7 @@ from conftest import ROOT, compose
 from core import checkpoint
 from transfer.build import build_trainer
 
-FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "trainer.batch_size=2",
+FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "model.ac.horizon=4", "trainer.batch_size=2",
         "trainer.batch_length=8", "trainer.train_ratio=16", "trainer.eval_every=1000000",
         "trainer.eval_episodes=1", "trainer.final_eval_episodes=1", "trainer.log_every=20"]
 

@@ -12,7 +12,7 @@ from teacher import openloop
 from teacher.pretrain import Pretrainer
 
 # tiny DMC runs as in test_training.py: episodes of 60 frames at action repeat 2 (30 agent steps, 31 frames)
-FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "trainer.batch_size=2",
+FAST = ["preset=quick_dmc", "env.action_repeat=2", "env.episode_frames=60", "trainer.warmup=40", "model.ac.horizon=4", "trainer.batch_size=2",
         "trainer.batch_length=8", "trainer.train_ratio=16", "trainer.steps=60", "trainer.eval_every=60",
         "trainer.eval_episodes=1", "trainer.final_eval_episodes=1", "trainer.log_every=20", "logger.progress=false",
         "trainer.parallel=false"]

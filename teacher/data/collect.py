@@ -15,7 +15,7 @@ loop: python -m transfer.explore.
 One job = one episode of (task, noise, episode index); its id is "suite/task/policy/noise/seed" with a
 seed derived from --seed, task, noise and the index, so that rerunning the same command (also after a
 kill) runs only the jobs not yet in the dataset's manifest, and a larger --episodes appends new ones.
-Episodes run in spawned worker processes (no torch there unless --policy agent); this process is the
+Episodes run in worker processes (no torch there unless --policy agent); this process is the
 only writer. Stored per episode: every image from reset to the end (L = steps + 1), the EXECUTED
 native action (noise added and clipped; action[0] = 0), reward (recorded, never used for
 pretraining) and is_terminal; metadata: suite, task, embodiment, policy, noise, seed, job, return,
@@ -208,17 +208,13 @@ class Workers:
     """W spawned worker processes running jobs; results() yields (traj, meta, stats) as they finish."""
 
     def __init__(self, count: int, common: dict):
-        self.common, self.ctx, self.procs = common, mp.get_context("spawn"), []
+        self.common, self.procs = common, []
         for _ in range(count):
             self.procs.append(self._start())
 
     def _start(self):
-        from envs.workers import _child_start_env  # noqa: PLC0415 (hide __main__, 1 thread per library)
-        parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_worker_main, args=(child, self.common), daemon=True)
-        with _child_start_env():
-            proc.start()
-        child.close()
+        from envs.workers import start_child  # noqa: PLC0415
+        proc, parent = start_child(_worker_main, self.common)
         return [proc, parent, None]  # process, connection, running job
 
     def results(self, jobs: list[dict]):

@@ -17,6 +17,7 @@ import numpy as np
 
 from envs.base import EnvSpec, TaskInfo, did_you_mean, make_obs, unpad_action
 from envs.gl import setup_gl
+from envs.metaworld_goals import cached_goals
 
 EMBODIMENT = "sawyer"
 NATIVE_ACTION_DIM = 4
@@ -82,10 +83,11 @@ class MetaWorldEnv:
 
         # MT1 draws 50 goals from `seed`; "pseudorandom" + sampling on reset walks through them
         # in a seeded shuffled order, so consecutive episodes get different goals.
-        self._env = gym.make("Meta-World/MT1", env_name=f"{base}-v3", seed=int(seed),
-                             render_mode="rgb_array", camera_name=camera, width=image_size,
-                             height=image_size, task_select="pseudorandom",
-                             disable_env_checker=True)
+        with cached_goals():  # the 50 goals are drawn once per task and seed (envs/metaworld_goals.py)
+            self._env = gym.make("Meta-World/MT1", env_name=f"{base}-v3", seed=int(seed),
+                                 render_mode="rgb_array", camera_name=camera, width=image_size,
+                                 height=image_size, task_select="pseudorandom",
+                                 disable_env_checker=True)
         self._env.get_wrapper_attr("toggle_sample_tasks_on_reset")(True)
         sim = self._env.unwrapped
         # Our time limit governs: Meta-World raises once its own max_path_length (500) is reached.

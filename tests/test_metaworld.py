@@ -9,6 +9,7 @@ import pytest
 from conftest import check_padding_ignored, compose
 from envs import make_env
 from envs.metaworld import TASKS, MetaWorldEnv, parse_task, tasks
+from envs.metaworld_goals import cache_dir
 
 A = 12  # padded action size shared by the tests
 
@@ -143,3 +144,31 @@ def test_task_names_and_errors():
         make_env(dict(suite="metaworld"), "drawer_open", 0, A)
     with pytest.raises(ValueError, match="max_action_dim"):
         MetaWorldEnv("reach", seed=0, max_action_dim=3)
+
+
+def test_goals_are_drawn_once_per_task_and_seed_then_read_back(tmp_path, monkeypatch):
+    """The second build of a (task, seed) reads Meta-World's 50 drawn goals from the cache: the same goals in
+    the same order, numpy's global generator untouched; a corrupt file is drawn again and rewritten."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    def goals(seed):
+        env = MetaWorldEnv("reach", seed, 4, episode_frames=4)
+        try:
+            return [(env.reset(), env.goal)[1] for _ in range(3)]
+        finally:
+            env.close()
+
+    drawn = goals(3)
+    files = list(cache_dir().glob("*.pkl"))
+    assert [f.name.split("-seed")[0] for f in files] == ["reach-v3"] and str(tmp_path) in str(files[0])
+    import metaworld
+    real = metaworld._make_tasks
+    monkeypatch.setattr(metaworld, "_make_tasks", lambda *args, **kwargs: pytest.fail("drawn again"))
+    np.random.seed(11)
+    state = np.random.get_state()[1].copy()
+    assert np.array_equal(goals(3), drawn)                     # read back, not drawn
+    assert np.array_equal(np.random.get_state()[1], state)
+    monkeypatch.setattr(metaworld, "_make_tasks", real)
+    assert not np.array_equal(goals(4), drawn) and len(list(cache_dir().glob("*.pkl"))) == 2
+    files[0].write_bytes(b"not a pickle")
+    assert np.array_equal(goals(3), drawn) and files[0].stat().st_size > 100

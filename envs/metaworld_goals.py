@@ -44,12 +44,14 @@ def cached_goals():
     def make_tasks(classes, args_kwargs, kwargs_override, seed=None):
         if seed is None:  # unseeded: a fresh draw every time, as Meta-World does
             return original(classes, args_kwargs, kwargs_override, seed=seed)
-        path = _path(classes, args_kwargs, kwargs_override, seed)
-        with contextlib.suppress(Exception):
+        path = None
+        with contextlib.suppress(Exception):  # no version metadata, no home, an unreadable or corrupt file
+            path = _path(classes, args_kwargs, kwargs_override, seed)
             return pickle.loads(path.read_bytes())
         tasks = original(classes, args_kwargs, kwargs_override, seed=seed)
-        with contextlib.suppress(OSError):
-            _write(path, pickle.dumps(tasks))
+        if path is not None:
+            with contextlib.suppress(OSError):
+                _write(path, pickle.dumps(tasks))
         return tasks
 
     metaworld._make_tasks = make_tasks

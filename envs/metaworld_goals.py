@@ -31,8 +31,13 @@ def _path(classes, args_kwargs, kwargs_override, seed: int) -> pathlib.Path:
 def _write(path: pathlib.Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-        f.write(data)
-    os.replace(f.name, path)  # atomic: a worker building the same task at the same time reads a whole file
+        name = f.name
+        try:
+            f.write(data)
+        except OSError:
+            os.unlink(name)  # e.g. a full disk: no half-written file left behind
+            raise
+    os.replace(name, path)  # atomic: a worker building the same task at the same time reads a whole file
 
 
 @contextlib.contextmanager

@@ -205,7 +205,8 @@ def _worker_main(conn, common: dict) -> None:
 
 
 class Workers:
-    """W spawned worker processes running jobs; results() yields (traj, meta, stats) as they finish."""
+    """W worker processes (envs.workers.start_child) running jobs; results() yields (traj, meta, stats) as they
+    finish."""
 
     def __init__(self, count: int, common: dict):
         self.common, self.procs = common, []

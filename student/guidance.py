@@ -178,6 +178,15 @@ class GuidedActing:
         """For env i's episode (read when it ends): the share of its acting steps that the prior took."""
         return {"train/guided": float(self.episode_guided[i]) / max(int(self.t[i]), 1)}
 
+    def counters(self) -> dict:
+        """The run-long counters (saved in checkpoints, so that a resumed run's totals go on)."""
+        return {"steps": self.steps, "guided_steps": self.guided_steps, "episodes": self.episodes,
+                "guided_episodes": self.guided_episodes}
+
+    def load_counters(self, counters: dict):
+        for name in ("steps", "guided_steps", "episodes", "guided_episodes"):
+            setattr(self, name, int(counters[name]))
+
     def metrics(self) -> dict:
         """Guidance logs: the fraction of acting steps guided since the last call and overall, the
         fraction of guided episodes and the schedule's probability at the last episode start."""
@@ -200,5 +209,6 @@ def attach(ctx) -> None:
     guide, rng = make_guide(schedule, ctx.num_envs), ctx.rng("guidance", ctx.run.seed + 7)
     ctx.add_acting_hook(lambda obs, action, step: guide.apply(obs, action, step, rng)[0])
     ctx.add_log_source(guide.metrics)
+    ctx.add_state("guidance", guide.counters, guide.load_counters)
     ctx.add_episode_source(guide.episode_info)
     ctx.add_prior(lambda n: make_guide(GuidanceSchedule.always(schedule.episode_length), n))

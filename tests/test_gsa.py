@@ -126,6 +126,10 @@ def test_resume_continues_every_random_stream(tmp_path, teacher):
         for name in ("replay", "shift"):
             assert resumed.rngs[name].integers(1 << 30, size=8).tolist() == \
                 uninterrupted[name].integers(1 << 30, size=8).tolist()
+        # guidance's run-long counters (guidance/fraction_total) go on from the checkpoint, not from zero
+        counters = done.part_states["guidance"][0]()
+        assert counters["steps"] == 40 and counters["episodes"] == 2
+        assert resumed.part_states["guidance"][0]() == counters
     finally:
         resumed.close()
 

@@ -54,5 +54,6 @@ class Context:
     add_episode_source: Callable  # source(env index) -> {name: float}, merged into that env's finished episode's row
     log_once: Callable         # (row {name: float}) written once the logger exists (setup results)
     add_prior: Callable        # factory(num_envs) -> GuidedActing whose prior acts whole episodes (diagnostics)
+    add_state: Callable        # (name, get () -> dict, load (dict) -> None): a part's counters, kept across a resume
     set_batch_source: Callable  # fn(B, T) -> world-model batch of numpy arrays, instead of replay.sample
     step: Callable[[], int]    # the loop's env step (frames) at call time

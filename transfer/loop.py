@@ -86,6 +86,7 @@ class Trainer:
         self.priors: list = []          # (num_envs) -> GuidedActing whose prior acts whole episodes (diagnostics)
         self.artifacts: dict = {}       # what a component provides to later ones (transfer/components.py)
         self.rngs = {"replay": self.replay.rng}  # named numpy generators, saved and restored (see rng())
+        self.part_states: dict = {}     # {name: (get () -> dict, load (dict) -> None)}: parts' counters, checkpointed
         self.step, self.episodes, self.update_budget = 0, 0, 0.0
         # wall time per section of this process (perf/time_* in the train logs); trainer.profile: exact on CUDA
         sync = torch.cuda.synchronize if t.get("profile") and self.device.type == "cuda" else None
@@ -115,7 +116,7 @@ class Trainer:
                        agent=self.agent, replay=self.replay, artifacts=self.artifacts, rng=self.rng,
                        add_acting_hook=self.acting_hooks.append, add_log_source=self.log_sources.append,
                        add_episode_source=self.episode_sources.append, log_once=self.logger_rows.append,
-                       add_prior=self.priors.append,
+                       add_prior=self.priors.append, add_state=self.add_state,
                        set_batch_source=lambda fn: setattr(self, "batch_source", fn), step=lambda: self.step)
 
     def rng(self, name: str, seed) -> np.random.Generator:
@@ -126,6 +127,13 @@ class Trainer:
         self.rngs[name] = np.random.default_rng(seed)
         return self.rngs[name]
 
+    def add_state(self, name: str, get, load):
+        """A part's plain state (e.g. guidance's step counters): get() -> dict is saved in every checkpoint,
+        load(dict) restores it on resume."""
+        if name in self.part_states:
+            raise ValueError(f"part state {name!r} is registered twice; give each part its own name")
+        self.part_states[name] = (get, load)
+
     # ---- checkpointing -----------------------------------------------------------------------
     def save(self):
         self.replay.flush()
@@ -133,6 +141,7 @@ class Trainer:
             agent=self.agent.full_state(), step=self.step, episodes=self.episodes,
             update_budget=self.update_budget, next_eval=self.next_eval, replay_files=self.replay.files,
             rng=checkpoint.rng_state(), rngs={k: g.bit_generator.state for k, g in self.rngs.items()},
+            parts={k: get() for k, (get, _) in self.part_states.items()},
             wandb_id=self.logger.wandb_id, config=OmegaConf.to_container(self.cfg, resolve=True)))
         self.last_save = time.time()
 
@@ -146,6 +155,11 @@ class Trainer:
                 log.warning("the checkpoint has no state for the random stream %r: it restarts from its seed", name)
             else:
                 gen.bit_generator.state = saved[name]
+        for name, (_, load) in self.part_states.items():
+            if name in state.get("parts", {}):
+                load(state["parts"][name])
+            else:
+                log.warning("the checkpoint has no state for the part %r: it restarts from zero", name)
         checkpoint.set_rng_state(state["rng"])
         self.step, self.episodes = state["step"], state["episodes"]
         self.update_budget, self.next_eval = state["update_budget"], state["next_eval"]

@@ -54,27 +54,60 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 
 
 # ---- the policy -------------------------------------------------------------------------------
+class SpatialSoftmax(nn.Module):
+    """(B, C, H, W) feature maps -> (B, 2C) expected (x, y) of each channel's softmax over positions, in
+    [-1, 1] (Levine et al. 2016's keypoints), with one learned temperature."""
+
+    def __init__(self):
+        super().__init__()
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = maps.shape
+        probs = torch.softmax(maps.float().reshape(b, c, h * w) / self.log_temperature.exp(), -1)  # (B, C, HW)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=maps.device),
+                                torch.linspace(-1, 1, w, device=maps.device), indexing="ij")
+        grid = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)  # (HW, 2)
+        return (probs @ grid).reshape(b, 2 * c)  # (B, 2C): x, y of channel 0, then channel 1, ...
+
+
 class BCPolicy(nn.Module):
     """Deterministic BC prior: (B, 3k, R, R) stacked frames -> (B, A) padded actions in [-1, 1].
 
-    Encoder: len(channels) x (Conv 4x4 stride 2, no padding, ELU) (64 -> 31 -> 14 -> 6 -> 2 for
-    the default 4 layers), flattened; head: `layers` x (Linear hidden -> LayerNorm -> ELU), Linear A,
-    tanh, times the action mask, so that padded dims are exactly 0."""
+    Encoder `flat` (GSA's): len(channels) x (Conv 4x4 stride 2, no padding, ELU) (64 -> 31 -> 14 -> 6 -> 2 for
+    the default 4 layers), flattened. Encoder `keypoints`: Conv 4x4 stride 2 (64 -> 31), then
+    len(channels) - 1 x Conv 3x3 stride 1 padding 1, ELU between, and a spatial softmax over the last maps:
+    (B, 2 * channels[-1]) image coordinates, the visuomotor-imitation encoder that localises small objects
+    from few demonstrations (channels default: (32, 64, 128, 256) flat, (32, 32, 32) keypoints). Head: `layers` x (Linear hidden -> LayerNorm -> ELU), Linear A, tanh, times the
+    action mask, so that padded dims are exactly 0."""
 
     def __init__(self, action_mask, image_size: int = 64, frames: int = 3,
-                 channels=(32, 64, 128, 256), hidden: int = 512, layers: int = 2):
+                 channels=None, hidden: int = 512, layers: int = 2, encoder: str = "flat"):
         super().__init__()
         mask = torch.as_tensor(np.asarray(action_mask, np.float32)).reshape(-1)  # (A,)
         self.register_buffer("action_mask", mask)
         self.frames, self.image_size, self.action_dim = frames, image_size, mask.shape[0]
+        if encoder not in ("flat", "keypoints"):
+            raise ValueError(f"method.bc.encoder={encoder!r}: use flat (GSA's) or keypoints (spatial softmax)")
+        channels = channels or ((32, 64, 128, 256) if encoder == "flat" else (32, 32, 32))
         convs, inp, size = [], 3 * frames, image_size
-        for out in channels:
-            convs += [nn.Conv2d(inp, out, 4, stride=2), nn.ELU()]
-            inp, size = out, (size - 4) // 2 + 1
+        for j, out in enumerate(channels):
+            if encoder == "flat" or j == 0:
+                convs += [nn.Conv2d(inp, out, 4, stride=2), nn.ELU()]
+                inp, size = out, (size - 4) // 2 + 1
+            else:
+                convs += [nn.Conv2d(inp, out, 3, padding=1), nn.ELU()]
+                inp = out
         if size < 1:
             raise ValueError(f"image_size {image_size} is too small for {len(channels)} stride-2 4x4 convolutions")
-        self.encoder = nn.Sequential(*convs, nn.Flatten())  # (B, C_last * size^2)
-        head, width = [], inp * size * size
+        if encoder == "keypoints":
+            convs[-1] = SpatialSoftmax()  # softmax over the last conv's raw maps
+            width = 2 * inp
+        else:
+            convs.append(nn.Flatten())
+            width = inp * size * size
+        self.encoder = nn.Sequential(*convs)  # (B, width)
+        head = []
         for _ in range(layers):
             head += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.ELU()]
             width = hidden

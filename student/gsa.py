@@ -82,7 +82,7 @@ def retrieved_indices(ctx, dataset: OfflineDataset) -> list[int]:
 def bc_prior(ctx, dataset: OfflineDataset, indices: list[int]) -> BCPolicy:
     """The behaviour-cloned prior, trained once on the retrieved trajectories and kept in the run dir."""
     c, path = ctx.method.bc, ctx.run_dir / "bc_prior.pt"
-    policy = BCPolicy(ctx.spec.action_mask, image_size=ctx.spec.image_size).to(ctx.device)
+    policy = BCPolicy(ctx.spec.action_mask, image_size=ctx.spec.image_size, encoder=c.get("encoder", "flat")).to(ctx.device)
     if path.exists():
         policy.load_state_dict(torch.load(path, map_location=ctx.device))
         return policy

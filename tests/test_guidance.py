@@ -5,7 +5,8 @@ import torch
 
 from envs import make_env
 from envs.list import suite_config
-from student.bc import BCData, BCPolicy, frame_indices, masked_mse, random_shift, stack_frames, train_bc, weight_ema
+from student.bc import (BCData, BCPolicy, SpatialSoftmax, frame_indices, masked_mse, random_shift, stack_frames,
+                        train_bc, weight_ema)
 from student.guidance import GuidanceSchedule, GuidedActing
 from teacher.data.dataset import OfflineDataset
 from teacher.data.writer import DatasetWriter
@@ -188,17 +189,35 @@ def test_bc_batches_pair_frames_with_the_next_action(dataset):
         train_bc(BCPolicy(np.eye(A, dtype=np.float32)[0], **SMALL), data, None, steps=1, batch=4)
 
 
-def test_train_bc_lowers_the_loss(dataset):
+def test_spatial_softmax_finds_each_channels_peak():
+    maps = torch.zeros(2, 3, 5, 7)
+    peaks = [[(0, 0), (4, 6), (2, 3)], [(1, 5), (3, 1), (4, 0)]]  # (row, col) per image and channel
+    for b, row in enumerate(peaks):
+        for c, (y, x) in enumerate(row):
+            maps[b, c, y, x] = 50.0
+    coords = SpatialSoftmax()(maps).reshape(2, 3, 2)  # (B, C, (x, y))
+    expected = torch.tensor([[[-1 + 2 * x / 6, -1 + 2 * y / 4] for y, x in row] for row in peaks])
+    torch.testing.assert_close(coords, expected, atol=1e-4, rtol=0)
+    flat = SpatialSoftmax()(torch.zeros(1, 1, 5, 7))  # no peak: the centre
+    torch.testing.assert_close(flat, torch.zeros(1, 2), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("encoder", ["flat", "keypoints"])
+def test_train_bc_lowers_the_loss(dataset, encoder):
     torch.manual_seed(0)
-    policy = BCPolicy(walker_mask(), **SMALL)
+    small = SMALL if encoder == "flat" else dict(channels=(8, 8), hidden=64)
+    policy = BCPolicy(walker_mask(), encoder=encoder, **small)
+    out = policy(torch.randint(0, 256, (2, 9, 64, 64), dtype=torch.uint8))
+    assert out.shape == (2, A) and (out[:, 6:] == 0).all()
     data = BCData(dataset, np.arange(len(dataset)))
     probe = data.sample(4096, np.random.default_rng(1))
     m, act = probe["mask"], probe["action"]
     mean = (act * m).sum(0) / m.sum(0).clip(1)  # best constant prediction per dim
     constant = (((act - mean) ** 2 * m).sum(-1) / m.sum(-1)).mean()
-    losses = train_bc(policy, dataset, range(len(dataset)), steps=60, batch=64, lr=1e-3,
+    steps = 60 if encoder == "flat" else 150  # brightness per quadrant is no keypoint: it takes longer
+    losses = train_bc(policy, dataset, range(len(dataset)), steps=steps, batch=64, lr=1e-3,
                       rng=np.random.default_rng(0))
-    assert len(losses) == 60 and all(np.isfinite(losses))
+    assert len(losses) == steps and all(np.isfinite(losses))
     first, last = np.mean(losses[:5]), np.mean(losses[-10:])
     assert last < 0.5 * first, (first, last)
     assert last < 0.8 * constant, (constant, last)  # it learned frame -> next action, not just the mean

@@ -3,7 +3,8 @@
 
     python -m benchmarks.prior_view --task door-unlock --episodes 30 --kinds state pixel --steps 500 2000
         [--sigmas 0.1 0.3 0.5] [--eval-episodes 10] [--out benchmarks/results/prior_view.jsonl]
-        [--encoder flat|keypoints] [--lr 1e-4] [--kinds latent --teacher RUN/teacher.pt]
+        [--encoder flat|keypoints] [--lr 1e-4] [--kinds latent --teacher RUN/teacher.pt] [--state-dims 0 1 2 3]
+        [--eval-seeds 99000 1234]
 
 1. collects --episodes noisy scripted-expert episodes of the task (Meta-World, the env of configs/env/metaworld.yaml:
    64 x 64 corner2 view, 200 frames, action repeat 2), cycling through --sigmas, keeping both the frames and the
@@ -152,7 +153,9 @@ def train(kind: str, episodes: list[dict], steps: list[int], evaluate, seed: int
 
 
 @torch.no_grad()
-def act_alone(kind: str, policy: nn.Module, task: str, episodes: int, seed: int, latent: LatentFilter | None = None) -> dict:
+def act_alone(kind: str, policy: nn.Module, task: str, episodes: int, seed: int, latent: LatentFilter | None = None,
+              dims=None) -> dict:
+    """The policy acts alone for `episodes` on env seed `seed`; dims: the state entries a state policy reads."""
     env, rows = env_for(task, seed), []
     try:
         for _ in range(episodes):
@@ -162,7 +165,7 @@ def act_alone(kind: str, policy: nn.Module, task: str, episodes: int, seed: int,
                 if kind == "latent":
                     x = latent.step(obs["image"], prev)
                 elif kind == "state":
-                    x = torch.as_tensor(env.state.astype(np.float32))[None]
+                    x = torch.as_tensor(env.state.astype(np.float32)[slice(None) if dims is None else dims])[None]
                 else:
                     x = torch.as_tensor(stack_frames(np.stack(frames), len(frames) - 1))[None]
                 prev = policy(x)[0].numpy()
@@ -187,6 +190,8 @@ def main(argv=None):
     p.add_argument("--encoder", choices=["flat", "keypoints"], default="flat",
                    help="kind pixel: GSA's flat conv encoder, or keypoints (student.bc.BCPolicy encoder=keypoints)")
     p.add_argument("--lr", type=float, help="kind pixel: Adam's learning rate (default 1e-4, GSA's)")
+    p.add_argument("--state-dims", type=int, nargs="+", help="kind state: read only these entries of the 39-d "
+                   "state (Meta-World v3: 0-2 hand, 3 gripper, 4-6 object 1, 7-10 its quaternion, 11-17 object 2, 36-38 goal)")
     p.add_argument("--teacher", help="kind latent: the pretrained teacher.pt whose features the policy reads")
     p.add_argument("--steps", type=int, nargs="+", default=[500, 2000], help="evaluate after these update counts")
     p.add_argument("--eval-episodes", type=int, default=10)
@@ -201,6 +206,9 @@ def main(argv=None):
     episodes = collect(args.task, args.episodes, args.sigmas, args.seed)
     print(f"collected {len(episodes)} episodes in {time.time() - start:.0f} s; experts' final success "
           f"{np.mean([e['success'] for e in episodes]):.2f}", flush=True)
+    if args.state_dims:
+        for e in episodes:
+            e["state"] = e["state"][:, args.state_dims]
     latent = LatentFilter(args.teacher) if "latent" in args.kinds else None
     if latent is not None:
         for e in episodes:
@@ -211,11 +219,13 @@ def main(argv=None):
         start = time.time()
 
         def evaluate(policy, losses, kind=kind, start=start):
-            pixel = {"encoder": args.encoder, "lr": args.lr or 1e-4} if kind == "pixel" else {}
+            extra = {"encoder": args.encoder, "lr": args.lr or 1e-4} if kind == "pixel" else {}
+            if kind == "state" and args.state_dims:
+                extra = {"state_dims": args.state_dims}
             for seed in args.eval_seeds:
-                row = dict(task=args.task, kind=kind, **pixel, episodes=args.episodes, sigmas=args.sigmas,
+                row = dict(task=args.task, kind=kind, **extra, episodes=args.episodes, sigmas=args.sigmas,
                            steps=len(losses), final_loss=float(np.mean(losses[-20:])), seconds=round(time.time() - start),
-                           eval_seed=seed, **act_alone(kind, policy, args.task, args.eval_episodes, seed, latent))
+                           eval_seed=seed, **act_alone(kind, policy, args.task, args.eval_episodes, seed, latent, args.state_dims))
                 print(json.dumps(row), flush=True)
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")

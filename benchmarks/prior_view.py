@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from core.ops import random_shift
+from core.world_model import preprocess
 from envs.list import suite_config
 from envs.metaworld import MetaWorldEnv
 from student.bc import BCPolicy, frame_indices, stack_frames, to_channels
@@ -83,8 +84,8 @@ class StatePolicy(nn.Module):
 
 class LatentFilter:
     """A frozen teacher's posterior features of what a policy sees: deter + the posterior's class probabilities
-    (its mean, no sampling noise), (D + S*C,). `episode` filters a whole episode, `reset` / `step` one frame at a
-    time while acting (prev: the action taken before this frame, zero at the start)."""
+    (its mean, no sampling noise), (D + S*C,). `episode` filters a whole episode, `step` one frame at a time while
+    acting (prev: the action taken before this frame; None starts a new episode)."""
 
     def __init__(self, path: str):
         from teacher.model import build_teacher, read_teacher
@@ -111,7 +112,6 @@ class LatentFilter:
     @torch.no_grad()
     def step(self, image: np.ndarray, prev: np.ndarray | None) -> torch.Tensor:
         """One frame (R, R, 3) and the action before it (None at the start) -> (1, F)."""
-        from core.world_model import preprocess
         first = torch.tensor([prev is None])
         if prev is None:
             self.state = self.wm.rssm.initial(1, "cpu")

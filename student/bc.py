@@ -78,8 +78,9 @@ class BCPolicy(nn.Module):
     the default 4 layers), flattened. Encoder `keypoints`: Conv 4x4 stride 2 (64 -> 31), then
     len(channels) - 1 x Conv 3x3 stride 1 padding 1, ELU between, and a spatial softmax over the last maps:
     (B, 2 * channels[-1]) image coordinates, the visuomotor-imitation encoder that localises small objects
-    from few demonstrations (channels default: (32, 64, 128, 256) flat, (32, 32, 32) keypoints). Head: `layers` x (Linear hidden -> LayerNorm -> ELU), Linear A, tanh, times the
-    action mask, so that padded dims are exactly 0."""
+    from few demonstrations (channels default: (32, 64, 128, 256) flat, (32, 32, 32) keypoints).
+    Head: `layers` x (Linear hidden -> LayerNorm -> ELU), Linear A, tanh, times the action mask, so that padded
+    dims are exactly 0."""
 
     def __init__(self, action_mask, image_size: int = 64, frames: int = 3,
                  channels=None, hidden: int = 512, layers: int = 2, encoder: str = "flat"):
@@ -99,7 +100,7 @@ class BCPolicy(nn.Module):
                 convs += [nn.Conv2d(inp, out, 3, padding=1), nn.ELU()]
                 inp = out
         if size < 1:
-            raise ValueError(f"image_size {image_size} is too small for {len(channels)} stride-2 4x4 convolutions")
+            raise ValueError(f"image_size {image_size} is too small for the {encoder} encoder's stride-2 4x4 convolutions")
         if encoder == "keypoints":
             convs[-1] = SpatialSoftmax()  # softmax over the last conv's raw maps
             width = 2 * inp

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
 
 import numpy as np
 import torch
@@ -327,9 +328,15 @@ def diagnose(run_dir, dataset: str | None = None, episodes: int = 10) -> dict:
     state = checkpoint.load(ckpt) if ckpt.exists() else None  # read once: config and world-model weights
     cfg = run_config(run, state)
     root = dataset_root(cfg, dataset)
+    gone = bool(root) and not dataset and not pathlib.Path(root).exists()
+    if gone:  # the run's own dataset moved or was deleted: diagnose the rest (--dataset DIR names it explicitly)
+        print(f"warning: {run}: the run's dataset {root} is gone; retrieval purity, the prior alone (rebuilding the "
+              "run reads the data) and the reward fit are left out (pass --dataset DIR to compute them)",
+              file=sys.stderr, flush=True)
+        root = None
     data = OfflineDataset(root, max_action_dim=cfg["max_action_dim"]) if root else None
     out = {"dataset": str(root) if root else None}
-    for part in (retrieval_purity(run, cfg, data), from_metrics(run), prior_alone(run, cfg, episodes)):
+    for part in (retrieval_purity(run, cfg, data), from_metrics(run), prior_alone(run, cfg, 0 if gone else episodes)):
         out.update(part)
     out.update(reward_fit(state, cfg, data, sampled=bool(out.get("policy_final_sampled"))))
     out.update(own_episodes(run, state, cfg, sampled=bool(out.get("policy_final_sampled"))))

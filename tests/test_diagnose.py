@@ -64,7 +64,6 @@ def test_diagnose_a_gsa_run(gsa_run):
     assert 0 <= out["own_episodes"] <= 10     # this short run's episodes are mostly guided
 
 
-
 def test_diagnose_a_run_whose_dataset_is_gone(gsa_run, capsys):
     run, data = gsa_run
     moved = data.with_name(data.name + "_moved")
@@ -76,6 +75,7 @@ def test_diagnose_a_run_whose_dataset_is_gone(gsa_run, capsys):
     assert "dataset" in capsys.readouterr().err and out["dataset"] is None
     assert not {"retrieval_trajectories", "prior_alone_success", "reward_fit_r2"} & set(out)  # need the data
     assert out["train_episodes"] >= 2 and 0 <= out["own_episodes"] <= 10  # the rest is still diagnosed
+
 
 def test_own_episodes_line_up_with_the_logged_ones(gsa_run):
     """The replay's complete episodes are the logged training episodes, in order (same returns); the model's

@@ -9,7 +9,7 @@ from conftest import collect_random, compose, pretrain_cfg
 from teacher.data.collect import main as collect
 from teacher.pretrain import Pretrainer
 from core import checkpoint
-from transfer.diagnose import diagnose, own_episodes, policy_fit, replay_episodes
+from transfer.diagnose import diagnose, from_metrics, own_episodes, policy_fit, replay_episodes, without_redone
 from transfer.build import build_trainer
 
 FAST = ["preset=quick", "trainer.warmup=40", "model.ac.horizon=4", "trainer.batch_size=4", "trainer.batch_length=8", "trainer.train_ratio=32",
@@ -93,6 +93,28 @@ def test_own_episodes_line_up_with_the_logged_ones(gsa_run):
     assert out["own_episodes"] == 2 and np.isclose(out["own_real_return"], np.mean(logged[-2:]), rtol=1e-5, atol=1e-4)
     assert all(math.isfinite(out[k]) for k in ("own_filtered_return", "own_openloop_return", "own_imagined_return"))
     assert own_episodes(run, state, state["config"], sampled=False, n=2, unguided=False) == out   # seeded rollouts
+
+
+def test_a_resumed_runs_redone_episodes_count_once(gsa_run, tmp_path):
+    """A killed run resumes from its last checkpoint and logs the steps after it again: the training episodes
+    (and their successes) of the log are counted once, the resumed run's rows kept."""
+    run, _ = gsa_run
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in lines]
+    cut = [r["step"] for r in rows if "train/return" in r][0]  # the killed run's checkpoint: at its 1st episode
+    redone = [r for r in rows if r["step"] > cut and "train/return" in r]
+    assert redone and all("run/resumed" not in r for r in rows)
+    marker = {"step": cut, "run/resumed": 1.0}
+    copy = tmp_path / "resumed"
+    copy.mkdir()
+    resumed = [r for r in rows if "final/return" not in r] + [marker] + redone   # killed before its end, resumed
+    (copy / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in resumed))
+    assert from_metrics(copy)["train_episodes"] == from_metrics(run)["train_episodes"] >= 2
+    kept = without_redone(resumed)
+    assert [r for r in kept if "train/return" in r][-len(redone):] == redone   # the resumed ones
+    assert without_redone(rows) == rows
+    old_log = rows + redone   # a log from before the marker: the step going back is the sign
+    assert [r for r in without_redone(old_log) if "train/return" in r] == [r for r in rows if "train/return" in r]
 
 
 def test_policy_fit_compares_native_dims_where_the_expert_moves():

@@ -289,7 +289,23 @@ def own_returns(agent: Agent, ep: dict, sampled: bool) -> tuple[float, float, fl
 
 def metrics_rows(run: pathlib.Path) -> list[dict]:
     path = run / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return without_redone(rows)
+
+
+def without_redone(rows: list[dict]) -> list[dict]:
+    """Metrics rows in log order, each logged step counted once: a killed run that resumes redoes the steps after
+    its last checkpoint and logs them again. The resumed run's first row ("run/resumed", at the checkpoint's step S)
+    drops the rows logged before it with step > S; logs from before that row existed drop, where the step goes
+    back to s, the earlier rows with step >= s."""
+    kept = []
+    for row in rows:
+        if "run/resumed" in row:
+            kept = [r for r in kept if r["step"] <= row["step"]]
+        elif kept and row["step"] < kept[-1]["step"]:
+            kept = [r for r in kept if r["step"] < row["step"]]
+        kept.append(row)
+    return kept
 
 
 def from_metrics(run: pathlib.Path) -> dict:

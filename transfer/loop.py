@@ -101,6 +101,8 @@ class Trainer:
             self._resume()
         self.logger = Logger(self.dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True),
                              t.steps, self.step, self.wandb_id)
+        if self.ckpt_path.exists():  # readers drop the rows a killed run logged after its checkpoint (redone now)
+            self.logger.write(self.step, {"run/resumed": 1.0})
         for row in self.logger_rows:
             self.logger.write(self.step, row)
 

@@ -96,13 +96,11 @@ class Trainer:
         ctx = self.context()
         for attach in parts.components:
             attach(ctx)  # switches a part on: loss term, reward, batch source, prior...
-        self.next_eval, self.wandb_id = t.eval_every, None
+        self.next_eval, self.wandb_id, self.resumed = t.eval_every, None, False
         if self.ckpt_path.exists():
             self._resume()
         self.logger = Logger(self.dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True),
                              t.steps, self.step, self.wandb_id)
-        if self.ckpt_path.exists():  # readers drop the rows a killed run logged after its checkpoint (redone now)
-            self.logger.write(self.step, {"run/resumed": 1.0})
         for row in self.logger_rows:
             self.logger.write(self.step, row)
 
@@ -166,6 +164,7 @@ class Trainer:
         self.step, self.episodes = state["step"], state["episodes"]
         self.update_budget, self.next_eval = state["update_budget"], state["next_eval"]
         self.wandb_id = state["wandb_id"]
+        self.resumed = True
         log.info("resumed from %s at step %d (replay %d steps, %d updates)",
                  self.ckpt_path, self.step, len(self.replay), self.agent.updates)
 
@@ -185,6 +184,8 @@ class Trainer:
                 alone = self.evaluate_prior(t.prior_eval_episodes)
             self.logger.write(0, alone)
             log.info("guidance prior alone: %s", " ".join(f"{k}={v:.3g}" for k, v in alone.items()))
+        if self.resumed and self.step < t.steps:  # readers drop the rows a killed run logged after its checkpoint
+            self.logger.write(self.step, {"run/resumed": 1.0})   # (redone from here; transfer.diagnose.without_redone)
         self.last_save, train_metrics, t0, step0 = time.time(), [], time.time(), self.step
         while self.step < t.steps:
             with sw.section("acting"):

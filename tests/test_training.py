@@ -39,7 +39,6 @@ def test_one_training_iteration_on_dmc(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.agent.parameters()))
     assert np.isfinite(result["final/return"]) and result["final/episodes"] == 1
     assert np.isfinite(result["final/imagined_return"])  # the model's return for the actor from the same frames
-    from transfer.diagnose import without_redone
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if "train/wm_loss" in r]
     assert train and all(np.isfinite(r["train/wm_loss"]) for r in train)

@@ -84,7 +84,32 @@ def mean_metrics(rows: list[dict]) -> dict[str, float]:
     return dict(zip(keys, torch.stack([torch.stack([r[k] for k in keys]) for r in rows]).mean(0).tolist()))
 
 
-# ---- curves from a run's metrics.jsonl -----------------------------------------------------------
+# ---- reading a run's metrics.jsonl back ----------------------------------------------------------
+RESUMED = "run/resumed"   # the row a resumed run writes at its checkpoint's step before it trains on (transfer/loop.py)
+
+
+def without_redone(rows: list[dict]) -> list[dict]:
+    """Metrics rows in log order, each logged step counted once: a killed run that resumes redoes the steps after
+    its last checkpoint and logs them again. The resumed run's RESUMED row (at the checkpoint's step S) drops the
+    rows logged before it with step > S; logs from before that row existed drop, where the step goes back to s,
+    the earlier rows with step >= s."""
+    kept = []
+    for row in rows:
+        if RESUMED in row:
+            kept = [r for r in kept if r["step"] <= row["step"]]
+        elif kept and row["step"] < kept[-1]["step"]:
+            kept = [r for r in kept if r["step"] < row["step"]]
+        kept.append(row)
+    return kept
+
+
+def read_rows(run_dir) -> list[dict]:
+    """RUN_DIR/metrics.jsonl's rows without those a resumed run redid (without_redone); [] when there is none."""
+    path = pathlib.Path(run_dir) / "metrics.jsonl"
+    return without_redone([json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                          if path.exists() else [])
+
+
 def curves(run_dir, keys) -> dict[str, list[tuple[int, float]]]:
     """{key: [(step, value), ...]} of the given keys in RUN_DIR/metrics.jsonl, in file order."""
     out: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}

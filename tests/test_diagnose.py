@@ -9,7 +9,8 @@ from conftest import collect_random, compose, pretrain_cfg
 from teacher.data.collect import main as collect
 from teacher.pretrain import Pretrainer
 from core import checkpoint
-from transfer.diagnose import diagnose, from_metrics, own_episodes, policy_fit, replay_episodes, without_redone
+from core.logger import without_redone
+from transfer.diagnose import diagnose, from_metrics, own_episodes, policy_fit, replay_episodes
 from transfer.build import build_trainer
 
 FAST = ["preset=quick", "trainer.warmup=40", "model.ac.horizon=4", "trainer.batch_size=4", "trainer.batch_length=8", "trainer.train_ratio=32",

@@ -117,7 +117,7 @@ def test_sigkill_then_resume(tmp_path):
     assert final["replay_files"][: len(files)] == files  # the old data is kept, new data appended
     assert sum(int(f.split("-")[-1].split(".")[0]) for f in final["replay_files"]) >= replay_steps + 100
     assert final["agent"]["updates"] > updates
-    from transfer.diagnose import without_redone
+    from core.logger import without_redone
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in rows) >= target
     assert [r["step"] for r in rows if "run/resumed" in r] == [step]   # readers drop what the killed run redid

@@ -41,6 +41,7 @@ from omegaconf import OmegaConf
 
 from core import checkpoint
 from core.agent import Agent
+from core.logger import read_rows
 
 MAX_FIT_EPISODES = 10   # successful target episodes filtered for the reward fit
 
@@ -251,7 +252,7 @@ def own_episodes(run: pathlib.Path, state: dict | None, cfg: dict, sampled: bool
     if state is None or not has_world_model(state) or cfg["trainer"].get("envs", 1) != 1:
         return {}
     episodes = replay_episodes(run)
-    logged = [r for r in metrics_rows(run) if "train/return" in r]
+    logged = [r for r in read_rows(run) if "train/return" in r]
     same = lambda ep, row: np.isclose(float(ep["reward"].sum()), row["train/return"], rtol=1e-3, atol=1e-2)
     # a run read while it trains may have written one more episode than it logged, or the other way round
     cut = next(((a, b) for a, b in ((0, 0), (1, 0), (0, 1), (2, 0), (0, 2))
@@ -287,29 +288,8 @@ def own_returns(agent: Agent, ep: dict, sampled: bool) -> tuple[float, float, fl
             imagined_policy_return(agent, first, len(ep["reward"]) - 1, sampled=sampled))
 
 
-def metrics_rows(run: pathlib.Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    return without_redone(rows)
-
-
-def without_redone(rows: list[dict]) -> list[dict]:
-    """Metrics rows in log order, each logged step counted once: a killed run that resumes redoes the steps after
-    its last checkpoint and logs them again. The resumed run's first row ("run/resumed", at the checkpoint's step S)
-    drops the rows logged before it with step > S; logs from before that row existed drop, where the step goes
-    back to s, the earlier rows with step >= s."""
-    kept = []
-    for row in rows:
-        if "run/resumed" in row:
-            kept = [r for r in kept if r["step"] <= row["step"]]
-        elif kept and row["step"] < kept[-1]["step"]:
-            kept = [r for r in kept if r["step"] < row["step"]]
-        kept.append(row)
-    return kept
-
-
 def from_metrics(run: pathlib.Path) -> dict:
-    rows = metrics_rows(run)
+    rows = read_rows(run)
     out = {}
     final = [r for r in rows if "final/return" in r]
     if final:  # real, to set against policy_imagined_return (same policy: sampled actions or the mean)

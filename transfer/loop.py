@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from core import checkpoint
 from core.agent import Agent
-from core.logger import Logger, mean_metrics
+from core.logger import RESUMED, Logger, mean_metrics
 from core.replay import Replay
 from core.graphs import GraphedUpdates
 from core.runtime import Stopwatch, peak_rss_mb, resolve_device
@@ -185,7 +185,7 @@ class Trainer:
             self.logger.write(0, alone)
             log.info("guidance prior alone: %s", " ".join(f"{k}={v:.3g}" for k, v in alone.items()))
         if self.resumed and self.step < t.steps:  # readers drop the rows a killed run logged after its checkpoint
-            self.logger.write(self.step, {"run/resumed": 1.0})   # (redone from here; transfer.diagnose.without_redone)
+            self.logger.write(self.step, {RESUMED: 1.0})   # (redone from here; core.logger.without_redone)
         self.last_save, train_metrics, t0, step0 = time.time(), [], time.time(), self.step
         while self.step < t.steps:
             with sw.section("acting"):

@@ -28,6 +28,8 @@ import sys
 
 import numpy as np
 
+from core.logger import read_rows
+
 DIMS = 4                          # Meta-World's native action dims
 BLOCK_EPISODES = 10
 BLOCK_FRAMES, FRAMES = 4000, 20000
@@ -61,7 +63,7 @@ def actions(runs) -> None:
 
 def training_blocks(run) -> list[tuple[float, float] | None]:
     """(success rate, mean return) of the training episodes ending in each 4k-frame block; None: none."""
-    rows = [json.loads(line) for line in open(f"{run}/metrics.jsonl") if line.strip()]
+    rows = read_rows(run)   # a resumed run's redone episodes once
     episodes = [(r["step"], r["train/success"], r["train/return"]) for r in rows if "train/success" in r]
     cells = []
     for start in range(0, FRAMES, BLOCK_FRAMES):

@@ -104,17 +104,23 @@ def without_redone(rows: list[dict]) -> list[dict]:
 
 
 def read_rows(run_dir) -> list[dict]:
-    """RUN_DIR/metrics.jsonl's rows without those a resumed run redid (without_redone); [] when there is none."""
-    path = pathlib.Path(run_dir) / "metrics.jsonl"
-    return without_redone([json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-                          if path.exists() else [])
+    """RUN_DIR/metrics.jsonl's rows without those a resumed run redid (without_redone); [] when there is none.
+    Lines that are not a JSON row with a step are skipped (a run killed mid-write can leave a partial last line)."""
+    path, rows = pathlib.Path(run_dir) / "metrics.jsonl", []
+    for line in path.read_text(errors="replace").splitlines() if path.is_file() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return without_redone(rows)
 
 
 def curves(run_dir, keys) -> dict[str, list[tuple[int, float]]]:
-    """{key: [(step, value), ...]} of the given keys in RUN_DIR/metrics.jsonl, in file order."""
+    """{key: [(step, value), ...]} of the given keys in RUN_DIR/metrics.jsonl (read_rows), in file order."""
     out: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
-    for line in (pathlib.Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
+    for row in read_rows(run_dir):
         for key in out:
             if key in row:
                 out[key].append((row["step"], row[key]))

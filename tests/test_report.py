@@ -297,3 +297,24 @@ def test_an_archive_reports_as_its_run_directories(runs, tmp_path, capsys):
     broken.write_bytes(b"not gzip")
     assert report.main([str(broken), "--out", str(tmp_path / "b")]) == 1
     assert "not a readable gzip run archive" in capsys.readouterr().err
+
+
+def test_a_resumed_runs_redone_rows_count_once(tmp_path):
+    """A killed run resumes from its checkpoint and logs the steps after it again (transfer/loop.py writes a
+    run/resumed row at the checkpoint's step first): the report, its archive and core.logger.curves read each
+    step once, the resumed run's rows, and skip a line cut by the kill."""
+    from core.logger import RESUMED, curves
+    run = write_run(tmp_path / "runs", "gsa", "metaworld", "window-open", 0, final=500.0)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    killed = [r for r in rows if r["step"] <= 9000] + [{"step": 11000, "train/return": -1.0}]
+    redone = [r for r in rows if r["step"] > 5000]
+    text = "".join(json.dumps(r) + "\n" for r in killed) + '{"step": 12000, "train/re\n'
+    text += json.dumps({"step": 5000, RESUMED: 1.0}) + "\n" + "".join(json.dumps(r) + "\n" for r in redone)
+    (run / "metrics.jsonl").write_text(text)
+    kept = [r for r in runs_mod.read_run(run).rows if RESUMED not in r]
+    assert kept == rows                                  # the killed run's rows after its checkpoint are gone
+    assert [v for _, v in curves(run, ["train/return"])["train/return"]] == [r["train/return"] for r in rows
+                                                                               if "train/return" in r]
+    archive = tmp_path / "runs.jsonl.gz"
+    runs_mod.write_archive([runs_mod.read_run(run)], archive)
+    assert runs_mod.read_archive(archive)[0].rows == runs_mod.read_run(run).rows

@@ -5,7 +5,8 @@ after `python -m transfer.diagnose`, diagnostics.json). A run archive (`*.jsonl.
 `python -m transfer.report ... --archive FILE`) keeps only what a report needs, one JSON line per run:
 
     {"method": {...the method config...}, "suite": "metaworld",
-     "task": "drawer-open", "seed": 0, "rows": [...every metrics.jsonl row...], "diagnostics": {...} | null}
+     "task": "drawer-open", "seed": 0, "rows": [...metrics.jsonl's rows (core.logger.read_rows)...],
+     "diagnostics": {...} | null}
 
 (plus "init": {...} for a run that started from another run's state: transfer.continual's later tasks, labelled
 e.g. "dreamer packnet init=wm+actor")
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import yaml
 
+from core.logger import read_rows, without_redone
 from transfer.report import diagnostics_table as diag
 
 KEYS = {"return": ("final/return", "eval/return"), "success": ("final/success_final", "eval/success_final")}
@@ -68,18 +70,12 @@ class Run:
 
 
 def read_run(run_dir: pathlib.Path) -> Run:
-    """Read one run directory (metrics.jsonl + hydra/config.yaml); skips unreadable metric lines
-    (a run killed mid-write can leave a partial last line)."""
+    """Read one run directory (metrics.jsonl + hydra/config.yaml); the rows as core.logger.read_rows gives them
+    (unreadable lines skipped: a run killed mid-write can leave a partial last line; a resumed run's redone rows
+    dropped)."""
     cfg = yaml.safe_load((run_dir / "hydra" / "config.yaml").read_text()) or {}
     diagnostics, note = diag.read(run_dir)
-    rows = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "step" in row:
-            rows.append(row)
+    rows = read_rows(run_dir)
     method = cfg.get("method") or {}
     init = cfg.get("init") if (cfg.get("init") or {}).get("checkpoint") else None
     return Run(run_dir, method_label(method) + init_label(init), str((cfg.get("env") or {}).get("suite", "?")),
@@ -254,7 +250,7 @@ def read_archive(path) -> list[Run]:
             r = json.loads(line)
             method = r["method"] or {}
             run = Run(path, method_label(method) + init_label(r.get("init")), str(r["suite"]), str(r["task"]),
-                      int(r["seed"]), list(r["rows"]), method,
+                      int(r["seed"]), without_redone(list(r["rows"])), method,
                       diag.upgrade(r["diagnostics"]) if isinstance(r.get("diagnostics"), dict) else None,
                       init=r.get("init"))
             run.path = path / run.name

@@ -3,11 +3,10 @@
 RUN_DIR/weights.png (the domain weights against env steps). The drawing is core.logger.plot's."""
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 
-from core.logger import plot
+from core.logger import plot, read_rows
 
 RETURNS = {"train/return": dict(alpha=0.5, lw=1), "eval/return": dict(marker="o"),
            "final/return": dict(marker="*", ms=12)}
@@ -21,8 +20,8 @@ def plot_weights(run_dir) -> pathlib.Path | None:
     """RUN_DIR/weights.png: the distillation's per-source domain weights over time (Vid2Act Fig. 9);
     None when the run logged none."""
     keys: dict = {}
-    for line in (pathlib.Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-        keys.update({k: dict(lw=1.5) for k in json.loads(line) if k.startswith("distill/weight_")})
+    for row in read_rows(run_dir):
+        keys.update({k: dict(lw=1.5) for k in row if k.startswith("distill/weight_")})
     if not keys:
         return None
     return plot(run_dir, dict(sorted(keys.items())), "weights.png", "env steps (frames)",

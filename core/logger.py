@@ -103,18 +103,23 @@ def without_redone(rows: list[dict]) -> list[dict]:
     return kept
 
 
-def read_rows(run_dir) -> list[dict]:
-    """RUN_DIR/metrics.jsonl's rows without those a resumed run redid (without_redone); [] when there is none.
-    Lines that are not a JSON row with a step are skipped (a run killed mid-write can leave a partial last line)."""
-    path, rows = pathlib.Path(run_dir) / "metrics.jsonl", []
+def read_jsonl(path) -> list[dict]:
+    """The JSON objects of a JSONL file, one per line; [] when there is none. A line that is not a JSON object is
+    skipped (a run killed mid-write can leave a partial last line)."""
+    path, rows = pathlib.Path(path), []
     for line in path.read_text(errors="replace").splitlines() if path.is_file() else []:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(row, dict) and "step" in row:
+        if isinstance(row, dict):
             rows.append(row)
-    return without_redone(rows)
+    return rows
+
+
+def read_rows(run_dir) -> list[dict]:
+    """RUN_DIR/metrics.jsonl's rows with a step (read_jsonl), without those a resumed run redid (without_redone)."""
+    return without_redone([r for r in read_jsonl(pathlib.Path(run_dir) / "metrics.jsonl") if "step" in r])
 
 
 def curves(run_dir, keys) -> dict[str, list[tuple[int, float]]]:

@@ -46,6 +46,7 @@ import time
 
 import yaml
 
+from core.logger import read_jsonl
 from transfer.sweep import (LABEL, Job, execute, finished, minutes, read_spec, say, split_overrides,
                             substitute)
 
@@ -155,19 +156,9 @@ def check_runs(seq: dict, jobs: list[Job]):
 
 
 # ---- after a task: PackNet's pruning, the forgetting evaluation ----------------------------------------------
-def read_rows(path: pathlib.Path) -> list[dict]:
-    rows = []
-    for line in path.read_text(errors="replace").splitlines() if path.is_file() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-    return [r for r in rows if isinstance(r, dict)]
-
-
 def final_step(run_dir: pathlib.Path) -> int:
     """The step of the run's last final evaluation (its final checkpoint's)."""
-    return max(int(r["step"]) for r in read_rows(run_dir / "metrics.jsonl") if "final/return" in r)
+    return max(int(r["step"]) for r in read_jsonl(run_dir / "metrics.jsonl") if "final/return" in r)
 
 
 def uses_packnet(run_dir: pathlib.Path) -> bool:
@@ -227,7 +218,7 @@ def after_task(seq: dict, job: Job, index: int):
                 f"{stats['packnet/free']:.2f} of the actor's matrices free")
     path = base / "forgetting.jsonl"
     step = final_step(job.run_dir)
-    done = {(r.get("trained_through"), r.get("task_index"), r.get("step")) for r in read_rows(path)}
+    done = {(r.get("trained_through"), r.get("task_index"), r.get("step")) for r in read_jsonl(path)}
     frames = sum(final_step(base / f"{i}-{t}") for i, t in enumerate(seq["tasks"][:index + 1]))
     for j, task in enumerate(seq["tasks"][:index + 1]):
         if (index, j, step) in done:
